@@ -41,3 +41,6 @@ pub use frontend::{
 };
 pub use limits::DecoderLimits;
 pub use pg_string::PgString;
+
+#[cfg(test)]
+mod tests;
