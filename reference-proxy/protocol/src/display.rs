@@ -11,8 +11,12 @@ use crate::frontend::{Bind, FrontendMessage, Target};
 use bytes::Bytes;
 use std::fmt::{self, Display, Formatter, Write};
 
-/// Values longer than this are shown by length and hash instead of content.
-pub const MAX_SHOWN_VALUE_LEN: usize = 64;
+/// Printable values up to this many bytes are shown whole; longer ones by a prefix, their
+/// length and a hash. Binary values are always shown by length and hash.
+pub const MAX_SHOWN_VALUE_LEN: usize = 200;
+
+/// How much of a long printable value is shown before its length and hash.
+pub const SHOWN_PREFIX_CHARS: usize = 60;
 
 /// 64-bit FNV-1a: a stable, dependency-free content fingerprint for traces (not for security).
 pub fn fnv1a_64(bytes: &[u8]) -> u64 {
@@ -24,13 +28,24 @@ pub fn fnv1a_64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Renders a value: short printable text quoted, anything else by length and hash.
+/// Renders a value: printable text quoted (a prefix of it when long), binary by length and
+/// hash.
 pub fn show_value(bytes: &[u8]) -> String {
+    let fingerprint = || format!("<{} bytes fnv={:016x}>", bytes.len(), fnv1a_64(bytes));
     match std::str::from_utf8(bytes) {
-        Ok(text) if bytes.len() <= MAX_SHOWN_VALUE_LEN && !text.chars().any(char::is_control) => {
-            format!("{text:?}")
+        Ok(text)
+            if text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t') =>
+        {
+            fingerprint()
         }
-        _ => format!("<{} bytes fnv={:016x}>", bytes.len(), fnv1a_64(bytes)),
+        Ok(text) if bytes.len() <= MAX_SHOWN_VALUE_LEN => format!("{text:?}"),
+        Ok(text) => {
+            let prefix: String = text.chars().take(SHOWN_PREFIX_CHARS).collect();
+            format!("{prefix:?}...{}", fingerprint())
+        }
+        Err(_) => fingerprint(),
     }
 }
 
