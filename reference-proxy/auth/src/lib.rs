@@ -30,6 +30,35 @@
 //! draws its client nonce from its own thread-local generator. Simulator traces must therefore
 //! redact SASL payloads sent by that client.
 //!
+//! ## A server-side SCRAM exchange
+//!
+//! ```
+//! use elephant_auth::{
+//!     AuthMethod, ChannelBindingPolicy, ClientChannelBinding, PasswordExchange, ScramClient,
+//!     ScramServer, StoredPassword,
+//! };
+//! use rand_chacha::ChaCha8Rng;
+//! use rand_core::SeedableRng;
+//!
+//! let mut rng = ChaCha8Rng::seed_from_u64(7); // the simulator's seeded generator
+//! let stored = StoredPassword::parse("SCRAM-SHA-256$4096:AQIDBAUGBwgJCgsMDQ4PEA==$8rrDg00OqaiWXJ7p+sCgHEIaBSHY89ZJl3mfIsf32oY=:05L1f+yZbiN8O0AnO40Og85NNRhvzTS57naKRWCcsIA=")?;
+//! assert_eq!(stored.exchange_for(AuthMethod::Md5), PasswordExchange::Scram);
+//! let policy = ChannelBindingPolicy::from_tls_server_end_point(None);
+//! let mut server = match stored.scram_secret(&mut rng) {
+//!     Ok(secret) => ScramServer::new(secret, &mut rng, policy),
+//!     Err(_) => ScramServer::new_mock("alice", b"per-server mock key", &mut rng, policy),
+//! };
+//! // AuthenticationSASL advertises server.mechanisms(); the client answers:
+//! let mut client = ScramClient::new(b"secret", ClientChannelBinding::NotSupported);
+//! let client_first = client.client_first()?;
+//! let server_first = server.handle_client_first(client.mechanism(), &client_first)?;
+//! let client_final = client.handle_server_first(&server_first)?;
+//! let server_final = server.handle_client_final(&client_final)?; // AuthenticationSASLFinal
+//! client.handle_server_final(&server_final)?;
+//! assert!(server.is_authenticated());
+//! # Ok::<(), elephant_auth::AuthError>(())
+//! ```
+//!
 //! ## Secrets
 //!
 //! Passwords, md5 hashes, SCRAM keys and proofs never appear in `Debug` output or in error
