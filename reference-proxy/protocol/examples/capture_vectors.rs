@@ -22,7 +22,9 @@ use std::time::Duration;
 /// Largest single read the relay records as one chunk.
 const RELAY_READ_LEN: usize = 64 * 1024;
 
-type Log = Arc<Mutex<Vec<(char, Vec<u8>)>>>;
+/// One connection's recorded chunks, in order: direction (`F`/`B`) and bytes.
+type Chunks = Vec<(char, Vec<u8>)>;
+type Log = Arc<Mutex<Chunks>>;
 
 /// Copies one direction of a connection, recording each chunk.
 fn pump(mut from: TcpStream, mut to: TcpStream, direction: char, log: Log) {
@@ -43,7 +45,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: char, log: Log) {
 }
 
 /// Relays one client connection to `upstream_port`, returning the recorded chunks.
-fn relay_connection(client: TcpStream, upstream_port: u16) -> Vec<(char, Vec<u8>)> {
+fn relay_connection(client: TcpStream, upstream_port: u16) -> Chunks {
     let log: Log = Arc::default();
     let server = TcpStream::connect(("127.0.0.1", upstream_port)).expect("connect to postgres");
     let pumps = [
@@ -70,7 +72,7 @@ fn relay_all(
     listener: TcpListener,
     upstream_port: u16,
     done: Arc<AtomicBool>,
-) -> thread::JoinHandle<Vec<Vec<(char, Vec<u8>)>>> {
+) -> thread::JoinHandle<Vec<Chunks>> {
     thread::spawn(move || {
         listener
             .set_nonblocking(true)
@@ -190,7 +192,7 @@ fn run_client(pg: &Postgres, scenario: &Scenario, port: u16) {
     let _ = child.wait();
 }
 
-fn render(connections: &[Vec<(char, Vec<u8>)>]) -> String {
+fn render(connections: &[Chunks]) -> String {
     let mut out = String::from(
         "# Captured by `just capture-vectors` from a real Postgres session; F = client to server,\n\
          # B = server to client, one line per read, bytes in hex; `connection` starts a new one.\n",

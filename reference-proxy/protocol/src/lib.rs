@@ -25,6 +25,7 @@ pub mod error;
 pub mod frontend;
 pub mod limits;
 mod pg_string;
+pub mod startup;
 mod wire;
 
 pub use backend::{
