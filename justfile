@@ -18,12 +18,12 @@ sim *ARGS:
 
 # Run every test: unit, property (bounded cases), real-Postgres integration.
 test: prereqs
+    cargo test --workspace --doc --quiet
     if cargo nextest --version >/dev/null 2>&1; then \
         cargo nextest run --workspace --no-fail-fast; \
     else \
         cargo test --workspace --no-fail-fast; \
     fi
-    cargo test --workspace --doc
 
 # Run the codec's property tests with many more cases (default 100000 each).
 proptest-long CASES="100000":
