@@ -230,7 +230,17 @@ impl ServerHandshake {
         if result.is_err() {
             self.state = State::Done;
         }
-        result
+        // Postgres words every wrong-credentials failure the same way, whatever the method.
+        result.map_err(|error| match error {
+            ServerHandshakeError::Auth(auth)
+                if auth.sqlstate() == elephant_auth::SqlState::InvalidPassword =>
+            {
+                ServerHandshakeError::Auth(AuthError::PasswordMismatch {
+                    user: self.user.clone(),
+                })
+            }
+            other => other,
+        })
     }
 
     fn stored_or_fail(&self) -> Result<&StoredPassword, ServerHandshakeError> {

@@ -1,0 +1,106 @@
+//! Shared harness: a real Postgres (fixtures) and an in-process reference proxy in front of it.
+#![allow(dead_code)]
+
+use fixtures::{Postgres, PostgresConfig, Role};
+use rand_core::SeedableRng;
+use reference_proxy::config::load_from_args;
+use reference_proxy::context::ProxyContext;
+use reference_proxy::metrics::Metrics;
+use reference_proxy::server::{build_context, serve};
+use reference_proxy::stream::TcpDialer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A proxy running inside the test process.
+pub struct TestProxy {
+    pub address: SocketAddr,
+    pub context: Arc<ProxyContext>,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl TestProxy {
+    /// Starts a proxy for `pg` (origin role `Role::Scram`, no TLS), with extra flags.
+    pub async fn start(pg: &Postgres, extra: &[&str]) -> TestProxy {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let origin = format!("{}?sslmode=disable", pg.url(Role::Scram));
+        let mut args = vec![
+            "reference-proxy",
+            "--origin",
+            origin.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let config = load_from_args(args).expect("valid test configuration");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let metrics = Metrics::new().expect("metrics");
+        let (shutdown, receiver) = watch::channel(false);
+        let dialer = Arc::new(TcpDialer::new(
+            config.origin.host.clone(),
+            config.origin.port,
+        ));
+        let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(7));
+        let context =
+            build_context(&config, dialer, rng, metrics.clone(), receiver).expect("proxy starts");
+        let task = tokio::spawn(serve(
+            context.clone(),
+            listener,
+            config.timeouts.shutdown_grace,
+        ));
+        TestProxy {
+            address,
+            context,
+            metrics,
+            shutdown,
+            task,
+        }
+    }
+
+    /// A libpq-style connection string for the proxy, as the origin's SCRAM user.
+    pub fn conninfo(&self, pg: &Postgres) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={} password={} dbname={} sslmode=disable",
+            self.address.port(),
+            pg.user(Role::Scram),
+            pg.password(Role::Scram),
+            pg.database()
+        )
+    }
+
+    /// Connects tokio-postgres through the proxy; the connection task runs in the background.
+    pub async fn connect(&self, pg: &Postgres) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conninfo(pg), tokio_postgres::NoTls)
+                .await
+                .expect("connect through the proxy");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Stops accepting and waits for the proxy task (bounded).
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Starts Postgres, or skips (loudly; fails under CI=true).
+pub fn postgres(test: &str) -> Option<Postgres> {
+    Postgres::start_or_skip(test, PostgresConfig::default())
+}
+
+/// The SQLSTATE of a tokio-postgres error, if it carries one.
+pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
+    error.as_db_error().map(|db| db.code().code().to_string())
+}
