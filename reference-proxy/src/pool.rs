@@ -182,6 +182,27 @@ impl Pool {
         result
     }
 
+    /// Lends a connection only if one is free now (idle, or room to open one); never waits
+    /// for another client to finish.
+    pub async fn try_acquire_now(&self) -> Option<Lent> {
+        if let Some(lent) = self.take_idle().await {
+            self.inner
+                .metrics
+                .origin_connections
+                .with_label_values(&["busy"])
+                .inc();
+            return Some(lent);
+        }
+        let permit = self.inner.slots.clone().try_acquire_owned().ok()?;
+        let lent = self.connect(permit).await.ok()?;
+        self.inner
+            .metrics
+            .origin_connections
+            .with_label_values(&["busy"])
+            .inc();
+        Some(lent)
+    }
+
     async fn acquire_until(&self, deadline: Instant) -> Result<Lent, AcquireError> {
         loop {
             let returned = self.inner.returned.notified();

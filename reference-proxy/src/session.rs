@@ -178,6 +178,9 @@ pub struct Session {
     /// After an error in an extended batch, messages up to the client's Sync are skipped by
     /// the origin; nothing of theirs gets answered.
     skipping_until_sync: bool,
+    /// The proxy itself failed a message of an extended batch without an origin connection:
+    /// like Postgres, ignore everything up to Sync.
+    skipping_locally: bool,
     status: TransactionStatus,
     copy_in: bool,
     /// Settings from the client's startup packet, applied on every connection it uses.
@@ -198,6 +201,7 @@ impl Session {
             statements: ClientStatements::default(),
             pending: VecDeque::new(),
             skipping_until_sync: false,
+            skipping_locally: false,
             status: TransactionStatus::Idle,
             copy_in: false,
             settings,
@@ -231,6 +235,9 @@ impl Session {
     /// True when answering `message` needs an origin connection; otherwise
     /// [`Session::answer_locally`] handles it.
     pub fn needs_origin(&self, message: &FrontendMessage) -> bool {
+        if self.skipping_locally {
+            return false;
+        }
         match message {
             FrontendMessage::Terminate => false,
             FrontendMessage::Close {
@@ -240,6 +247,56 @@ impl Session {
             FrontendMessage::Sync | FrontendMessage::Flush => !self.pending.is_empty(),
             _ => true,
         }
+    }
+
+    /// True for a named Parse outside any transaction and batch: the proxy may acknowledge it
+    /// itself and prepare it on the origin at first use ([`Session::defer_parse`]) when no
+    /// connection is free. Clients that prepare synchronously while other sessions hold
+    /// every connection in open transactions (pgbench `-M prepared` with more clients per
+    /// thread than pooled connections) would otherwise wait for each other forever.
+    pub fn can_defer(&self, message: &FrontendMessage) -> bool {
+        matches!(message, FrontendMessage::Parse(parse) if !parse.name.is_empty())
+            && self.pending.is_empty()
+            && self.status == TransactionStatus::Idle
+            && !self.skipping_until_sync
+            && !self.skipping_locally
+    }
+
+    /// Acknowledges a named Parse without an origin connection (see [`Session::can_defer`]).
+    /// The statement is prepared on whichever connection first needs it; if it does not
+    /// parse, that error reaches the client at its first Bind or Describe instead of here.
+    pub fn defer_parse(
+        &mut self,
+        message: FrontendMessage,
+        out: &mut Outbox,
+    ) -> Result<(), SessionError> {
+        let FrontendMessage::Parse(parse) = message else {
+            return Err(SessionError::ClientProtocol(
+                "only Parse can be deferred".into(),
+            ));
+        };
+        if self.statements.contains(&parse.name) {
+            let fields = ErrorFields::new(
+                "ERROR",
+                "42P05",
+                format!("prepared statement \"{}\" already exists", parse.name),
+            );
+            BackendMessage::ErrorResponse(fields).encode(&mut out.to_client)?;
+            self.skipping_locally = true;
+            return Ok(());
+        }
+        if self.statements.len() >= MAX_STATEMENTS_PER_CLIENT {
+            return Err(SessionError::Limit(format!(
+                "too many prepared statements: a client may hold at most {MAX_STATEMENTS_PER_CLIENT}; close unused ones"
+            )));
+        }
+        let definition = Arc::new(StatementDefinition::new(parse.query, parse.parameter_types));
+        self.statements.insert(parse.name, definition);
+        self.push(
+            Expect::Parse,
+            Disposition::Synthetic(BackendMessage::ParseComplete),
+        );
+        self.emit_synthetic(out)
     }
 
     /// Handles a message that needs no origin connection (only valid when

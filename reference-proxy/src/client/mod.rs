@@ -266,11 +266,18 @@ impl Client<'_> {
             }
             return Ok(());
         }
-        if self.attached.is_none()
-            && self.session.needs_origin(&message)
-            && !self.attach(&message).await?
-        {
-            return Ok(());
+        if self.attached.is_none() && self.session.needs_origin(&message) {
+            if self.session.can_defer(&message) {
+                match self.ctx.pool.try_acquire_now().await {
+                    Some(lent) => self.attach_lent(lent)?,
+                    None => {
+                        let deferred = self.session.defer_parse(message, &mut self.out);
+                        return deferred.map_err(|error| self.session_failed(error));
+                    }
+                }
+            } else if !self.attach(&message).await? {
+                return Ok(());
+            }
         }
         let result = match self.attached.as_mut() {
             Some(attached) => {
@@ -329,6 +336,28 @@ impl Client<'_> {
                 Ok(false)
             }
         }
+    }
+
+    /// Makes `lent` this session's connection for the current transaction.
+    fn attach_lent(&mut self, mut lent: Lent) -> Result<(), End> {
+        self.ctx.metrics.transactions_total.inc();
+        let cancels = Arc::new(ActiveCancels::default());
+        if let Some(origin_key) = lent.connection.backend_key().cloned() {
+            let target = CancelTarget {
+                origin_key,
+                active: cancels.clone(),
+            };
+            self.ctx.cancels.set_target(self.pid, Some(target));
+        }
+        tracing::debug!(
+            origin_connection = lent.connection.id(),
+            "origin connection attached"
+        );
+        self.session
+            .attach(&mut lent.connection, &mut self.out)
+            .map_err(|error| self.session_failed(error))?;
+        self.attached = Some(Attached { lent, cancels });
+        Ok(())
     }
 
     /// Handles every whole message the origin has sent so far.
