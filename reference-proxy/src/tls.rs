@@ -230,14 +230,23 @@ pub async fn negotiate_origin_tls(
         .trim_end_matches(']');
     let secured = tokio_boring::connect(config, server_name, stream)
         .await
-        .map_err(|e| TlsError::Handshake(describe_handshake_error(&e)))?;
+        .map_err(|e| TlsError::Handshake(describe_handshake_error(&e, server_name)))?;
     Ok(Box::new(secured))
 }
 
-fn describe_handshake_error<S>(error: &tokio_boring::HandshakeError<S>) -> String {
-    let verify = error
-        .ssl()
-        .and_then(|ssl| ssl.verify_result().err())
-        .map(|failure| format!("certificate verify failed: {}", failure.error_string()));
+/// Words a handshake failure for the user: which check failed, and for a name mismatch,
+/// which name the certificate had to carry.
+fn describe_handshake_error<S>(
+    error: &tokio_boring::HandshakeError<S>,
+    server_name: &str,
+) -> String {
+    let verify = error.ssl().and_then(|ssl| ssl.verify_result().err()).map(|failure| {
+        let reason = failure.error_string();
+        if reason.contains("mismatch") {
+            format!("certificate verify failed: {reason} (the origin's certificate is not valid for \"{server_name}\"; connect by a name it lists, or use sslmode=verify-ca)")
+        } else {
+            format!("certificate verify failed: {reason}")
+        }
+    });
     verify.unwrap_or_else(|| error.to_string())
 }

@@ -26,45 +26,53 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts a proxy for `pg` (origin role `Role::Scram`, no TLS), with extra flags.
     pub async fn start(pg: &Postgres, extra: &[&str]) -> TestProxy {
+        let origin = format!("{}?sslmode=disable", pg.url(Role::Scram));
+        Self::start_with_origin(&origin, extra)
+            .await
+            .expect("valid test configuration")
+    }
+
+    /// Starts a proxy for the origin URL `origin` with extra flags; a configuration error is
+    /// returned as text.
+    pub async fn start_with_origin(origin: &str, extra: &[&str]) -> Result<TestProxy, String> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let origin = format!("{}?sslmode=disable", pg.url(Role::Scram));
         let mut args = vec![
             "reference-proxy",
             "--origin",
-            origin.as_str(),
+            origin,
             "--listen",
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let config = load_from_args(args).expect("valid test configuration");
+        let config = load_from_args(args).map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let metrics = Metrics::new().expect("metrics");
+            .map_err(|e| e.to_string())?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let metrics = Metrics::new().map_err(|e| e.to_string())?;
         let (shutdown, receiver) = watch::channel(false);
         let dialer = Arc::new(TcpDialer::new(
             config.origin.host.clone(),
             config.origin.port,
         ));
         let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(7));
-        let context =
-            build_context(&config, dialer, rng, metrics.clone(), receiver).expect("proxy starts");
+        let context = build_context(&config, dialer, rng, metrics.clone(), receiver)
+            .map_err(|e| e.to_string())?;
         let task = tokio::spawn(serve(
             context.clone(),
             listener,
             config.timeouts.shutdown_grace,
         ));
-        TestProxy {
+        Ok(TestProxy {
             address,
             context,
             metrics,
             shutdown,
             task,
-        }
+        })
     }
 
     /// A libpq-style connection string for the proxy, as the origin's SCRAM user.
