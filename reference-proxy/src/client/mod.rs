@@ -31,6 +31,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+/// A client must finish startup (TLS, authentication) within this time, like Postgres's
+/// `authentication_timeout`.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A direction stops reading while more than this many bytes wait to be written the other way.
 pub const HIGH_WATER: usize = 256 * 1024;
 
@@ -68,7 +72,22 @@ pub async fn serve_client(ctx: Arc<ProxyContext>, stream: BoxedStream, peer: Str
     ctx.metrics.clients_connected.inc();
     let span = tracing::info_span!("client", %peer, user = tracing::field::Empty, pid = tracing::field::Empty);
     async {
-        match start_client(&ctx, stream).await {
+        let mut shutdown = ctx.shutdown.clone();
+        let started = tokio::select! {
+            started = tokio::time::timeout(STARTUP_TIMEOUT, start_client(&ctx, stream)) => started,
+            _ = shutdown.wait_for(|stopping| *stopping) => {
+                tracing::debug!("shutdown during client startup");
+                return;
+            }
+        };
+        let Ok(started) = started else {
+            tracing::info!(
+                timeout_seconds = STARTUP_TIMEOUT.as_secs(),
+                "client did not finish startup in time"
+            );
+            return;
+        };
+        match started {
             Ok(started) => {
                 tracing::Span::current().record("user", started.user.as_str());
                 tracing::Span::current().record("pid", started.key.process_id);

@@ -72,7 +72,18 @@ pub async fn start_client(
     let mut tls = false;
     let mut negotiations = 0;
     let startup = loop {
-        match read_message(&mut stream, &mut buffer, &mut decoder).await? {
+        let message = match read_message(&mut stream, &mut buffer, &mut decoder).await {
+            Ok(message) => message,
+            Err(ClientIoError::Protocol(error)) => {
+                ctx.metrics
+                    .errors_total
+                    .with_label_values(&["protocol"])
+                    .inc();
+                return Err(refuse(&mut stream, fatal(error.sqlstate(), error.to_string())).await);
+            }
+            Err(error) => return Err(error.into()),
+        };
+        match message {
             FrontendMessage::Startup(startup) => break startup,
             FrontendMessage::CancelRequest(request) => {
                 ctx.cancels
