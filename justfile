@@ -33,6 +33,14 @@ proptest-long CASES="100000":
 capture-vectors: prereqs
     cargo run -p elephant-protocol --example capture_vectors -- testdata/vectors
 
+# Benchmarks (pgbench TPS direct / PgBouncer / proxy, time to first row); `just bench --quick` for a smoke run.
+bench *ARGS: prereqs
+    cargo run --release -p reference-proxy --example bench -- {{ARGS}}
+
+# Run the proxy: `just proxy --origin postgres://user:pass@host:5432/db` (see --help).
+proxy *ARGS:
+    cargo run --release -p reference-proxy -- {{ARGS}}
+
 # Review changed insta snapshots.
 review:
     cargo insta review
