@@ -1,0 +1,1 @@
+//! The WebSocket tunnel (being written).

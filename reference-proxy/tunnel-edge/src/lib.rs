@@ -1,0 +1,1 @@
+//! Tunnel edge (being written).
