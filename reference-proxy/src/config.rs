@@ -138,7 +138,46 @@ pub struct ProxyConfig {
     /// Largest message accepted from either side, as counted by its length word
     /// (`--max-message-size`); feed to `elephant_protocol::DecoderLimits::with_max_message_len`.
     pub max_message_size: usize,
+    /// Reach the origin through a Cloudflare-style WebSocket tunnel (`--tunnel`); `None` =
+    /// direct TCP to the origin host.
+    pub tunnel: Option<TunnelConfig>,
 }
+
+/// The WebSocket tunnel to the origin's private network (`--tunnel` and friends). The origin
+/// URL's host and port are then only used for TLS names and logs: the tunnel decides where
+/// the bytes go. `Debug` redacts the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// `wss://host[:port][/path]` of the tunnel (`--tunnel`).
+    pub url: String,
+    /// Access service token id (`--access-client-id` / `CF_ACCESS_CLIENT_ID`).
+    pub access_client_id: Option<String>,
+    /// Access service token secret (`--access-client-secret` / `CF_ACCESS_CLIENT_SECRET`).
+    pub access_client_secret: Option<String>,
+    /// A private CA to trust for the tunnel host instead of the system roots (`--tunnel-ca`).
+    pub ca: Option<PathBuf>,
+    /// Limit for TCP + TLS + WebSocket upgrade (`--tunnel-handshake-timeout`).
+    pub handshake_timeout: Duration,
+}
+
+impl fmt::Debug for TunnelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelConfig")
+            .field("url", &self.url)
+            .field("access_client_id", &self.access_client_id)
+            .field(
+                "access_client_secret",
+                &self.access_client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ca", &self.ca)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
+
+/// Default `--tunnel-handshake-timeout`, seconds (cloudflared has none; a silent edge would
+/// hang it forever).
+pub const DEFAULT_TUNNEL_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 
 /// Where and how to reach the origin, parsed from a libpq URI by [`parse_origin_url`].
 #[derive(Clone, PartialEq, Eq)]
@@ -411,6 +450,11 @@ pub enum ConfigError {
          {MIN_MAX_MESSAGE_SIZE} and {MAX_MAX_MESSAGE_SIZE} bytes, not {0}"
     )]
     MaxMessageSize(usize),
+    /// Only one half of the service token.
+    #[error(
+        "give both --access-client-id and --access-client-secret (or CF_ACCESS_CLIENT_ID and CF_ACCESS_CLIENT_SECRET), or neither"
+    )]
+    AccessTokenIncomplete,
     /// `--metrics` on the client address.
     #[error(
         "--metrics (file key `metrics`) and --listen (file key `listen`) are both {0}; give \
@@ -610,6 +654,35 @@ pub struct Cli {
     /// the message's length word [default: 1073741823, Postgres's own limit].
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+
+    /// Reach the origin through a Cloudflare Tunnel: wss://HOST[:PORT][/PATH]. The proxy opens
+    /// TLS to HOST (verified against the system roots or --tunnel-ca), upgrades to a WebSocket
+    /// carrying the Access service token, and speaks Postgres (with the origin URL's sslmode)
+    /// inside it. The origin URL's host then names the database for TLS, not where to dial.
+    #[arg(long, value_name = "URL")]
+    pub tunnel: Option<String>,
+
+    /// Cloudflare Access service token id sent as Cf-Access-Client-Id on the tunnel upgrade.
+    #[arg(long, value_name = "ID", env = "CF_ACCESS_CLIENT_ID")]
+    pub access_client_id: Option<String>,
+
+    /// Cloudflare Access service token secret sent as Cf-Access-Client-Secret; never logged.
+    /// Prefer the CF_ACCESS_CLIENT_SECRET environment variable: flags are visible in `ps`.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "CF_ACCESS_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub access_client_secret: Option<String>,
+
+    /// PEM CA certificate(s) to trust for the tunnel host instead of the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub tunnel_ca: Option<PathBuf>,
+
+    /// Seconds allowed for TCP + TLS + WebSocket upgrade to the tunnel [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub tunnel_handshake_timeout: Option<u64>,
 }
 
 /// The `--config` TOML file: the flags in snake_case, all optional, unknown keys rejected.
@@ -653,6 +726,16 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     /// `--max-message-size`.
     pub max_message_size: Option<usize>,
+    /// `--tunnel`.
+    pub tunnel: Option<String>,
+    /// `--access-client-id`.
+    pub access_client_id: Option<String>,
+    /// `--access-client-secret`.
+    pub access_client_secret: Option<String>,
+    /// `--tunnel-ca`.
+    pub tunnel_ca: Option<PathBuf>,
+    /// `--tunnel-handshake-timeout`.
+    pub tunnel_handshake_timeout: Option<u64>,
 }
 
 /// Parses `args` (the first item is the program name), reads the `--config` file if given,
@@ -739,9 +822,51 @@ fn merge(cli: &Cli, file: &FileConfig) -> Result<ProxyConfig, ConfigError> {
         metrics: cli.metrics.or(file.metrics),
         max_message_size: (cli.max_message_size.or(file.max_message_size))
             .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+        tunnel: merge_tunnel(cli, file)?,
         origin,
         client_auth,
     })
+}
+
+fn merge_tunnel(cli: &Cli, file: &FileConfig) -> Result<Option<TunnelConfig>, ConfigError> {
+    let id = pick(
+        cli.access_client_id.as_ref(),
+        file.access_client_id.as_ref(),
+    )
+    .filter(|v| !v.is_empty());
+    let secret = pick(
+        cli.access_client_secret.as_ref(),
+        file.access_client_secret.as_ref(),
+    )
+    .filter(|v| !v.is_empty());
+    let ca = pick(cli.tunnel_ca.as_ref(), file.tunnel_ca.as_ref());
+    // Without --tunnel the token settings are ignored: CF_ACCESS_CLIENT_* may well be set in
+    // the environment for other tools.
+    let Some(url) =
+        pick(cli.tunnel.as_ref(), file.tunnel.as_ref()).filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    if id.is_some() != secret.is_some() {
+        return Err(ConfigError::AccessTokenIncomplete);
+    }
+    let timeout = cli
+        .tunnel_handshake_timeout
+        .or(file.tunnel_handshake_timeout)
+        .unwrap_or(DEFAULT_TUNNEL_HANDSHAKE_TIMEOUT_SECS);
+    if timeout == 0 {
+        return Err(ConfigError::ZeroTimeout {
+            flag: "--tunnel-handshake-timeout",
+            key: "tunnel_handshake_timeout",
+        });
+    }
+    Ok(Some(TunnelConfig {
+        url,
+        access_client_id: id,
+        access_client_secret: secret,
+        ca,
+        handshake_timeout: Duration::from_secs(timeout),
+    }))
 }
 
 fn merge_origin(cli: &Cli, file: &FileConfig) -> Result<OriginConfig, ConfigError> {
@@ -1452,6 +1577,7 @@ impl fmt::Debug for ProxyConfig {
             .field("tls", &self.tls)
             .field("metrics", &self.metrics)
             .field("max_message_size", &self.max_message_size)
+            .field("tunnel", &self.tunnel)
             .finish()
     }
 }
