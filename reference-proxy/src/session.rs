@@ -192,6 +192,8 @@ pub struct Session {
     dirty: bool,
     /// Query count, for metrics.
     queries: u64,
+    /// Parses sent to origin connections for named statements since last taken, for metrics.
+    origin_prepares: u64,
 }
 
 impl Session {
@@ -208,6 +210,7 @@ impl Session {
             syncs_ignored_until_copy_end: false,
             dirty: false,
             queries: 0,
+            origin_prepares: 0,
         }
     }
 
@@ -224,6 +227,11 @@ impl Session {
     /// Queries started so far.
     pub fn queries(&self) -> u64 {
         self.queries
+    }
+
+    /// Parses sent to origin connections for named statements since the last call.
+    pub fn take_origin_prepares(&mut self) -> u64 {
+        std::mem::take(&mut self.origin_prepares)
     }
 
     /// True when the current transaction is over and every answer has arrived: the origin
@@ -574,6 +582,7 @@ impl Session {
                 );
             }
             Preparation::Prepare { close_first } => {
+                self.origin_prepares += 1;
                 self.close_on_origin(close_first, out)?;
                 parse_message(&definition, definition.origin_name.clone())
                     .encode(&mut out.to_origin)?;
@@ -632,6 +641,7 @@ impl Session {
             return Ok(vec![(PgString::from(UNDEFINED_STATEMENT), name.clone())]);
         };
         if let Preparation::Prepare { close_first } = connection.statements.prepare(&definition) {
+            self.origin_prepares += 1;
             self.close_on_origin(close_first, out)?;
             parse_message(&definition, definition.origin_name.clone())
                 .encode(&mut out.to_origin)?;

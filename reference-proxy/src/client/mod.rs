@@ -272,6 +272,7 @@ impl Client<'_> {
 
     async fn client_message(&mut self, message: FrontendMessage) -> Result<(), End> {
         tracing::trace!(%message, "from client");
+        self.count_query(&message);
         if matches!(message, FrontendMessage::Terminate) {
             return Err(End::ClientLeft);
         }
@@ -306,6 +307,11 @@ impl Client<'_> {
             None => self.session.answer_locally(message, &mut self.out),
         };
         result.map_err(|error| self.session_failed(error))?;
+        let prepares = self.session.take_origin_prepares();
+        self.ctx
+            .metrics
+            .prepared_statements_prepared_total
+            .inc_by(prepares);
         self.release_if_finished().await;
         Ok(())
     }
@@ -355,6 +361,20 @@ impl Client<'_> {
                 Ok(false)
             }
         }
+    }
+
+    fn count_query(&self, message: &FrontendMessage) {
+        let protocol = match message {
+            FrontendMessage::Query(_) => "simple",
+            FrontendMessage::Execute { .. } => "extended",
+            FrontendMessage::FunctionCall(_) => "function_call",
+            _ => return,
+        };
+        self.ctx
+            .metrics
+            .queries_total
+            .with_label_values(&[protocol])
+            .inc();
     }
 
     /// Makes `lent` this session's connection for the current transaction.
