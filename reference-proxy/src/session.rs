@@ -182,6 +182,9 @@ pub struct Session {
     /// like Postgres, ignore everything up to Sync.
     skipping_locally: bool,
     status: TransactionStatus,
+    /// The origin has received messages of an extended-protocol batch not yet ended by Sync:
+    /// it holds a portal or an implicit transaction, so the connection cannot change hands.
+    batch_open: bool,
     copy_in: bool,
     /// Settings from the client's startup packet, applied on every connection it uses.
     settings: Vec<(String, String)>,
@@ -205,6 +208,7 @@ impl Session {
             skipping_until_sync: false,
             skipping_locally: false,
             status: TransactionStatus::Idle,
+            batch_open: false,
             copy_in: false,
             settings,
             syncs_ignored_until_copy_end: false,
@@ -237,7 +241,10 @@ impl Session {
     /// True when the current transaction is over and every answer has arrived: the origin
     /// connection can go back to the pool.
     pub fn transaction_finished(&self) -> bool {
-        self.pending.is_empty() && self.status == TransactionStatus::Idle && !self.copy_in
+        self.pending.is_empty()
+            && self.status == TransactionStatus::Idle
+            && !self.copy_in
+            && !self.batch_open
     }
 
     /// True when answering `message` needs an origin connection; otherwise
@@ -428,6 +435,27 @@ impl Session {
 
     /// Translates one client message onto the attached origin connection.
     pub fn client_message(
+        &mut self,
+        message: FrontendMessage,
+        connection: &mut OriginConnection,
+        out: &mut Outbox,
+    ) -> Result<(), SessionError> {
+        let sent_before = out.to_origin.len();
+        let ends_batch = matches!(
+            message,
+            FrontendMessage::Sync | FrontendMessage::Query(_) | FrontendMessage::FunctionCall(_)
+        );
+        let neutral = matches!(message, FrontendMessage::Flush);
+        self.translate(message, connection, out)?;
+        if ends_batch {
+            self.batch_open = false;
+        } else if !neutral && out.to_origin.len() > sent_before {
+            self.batch_open = true;
+        }
+        Ok(())
+    }
+
+    fn translate(
         &mut self,
         message: FrontendMessage,
         connection: &mut OriginConnection,
@@ -821,9 +849,18 @@ impl Session {
     /// Frames what must be sent to end the client's transaction after it vanished: fail a
     /// COPY in progress, end any extended batch, roll back. Answers are swallowed.
     pub fn abandon(&mut self, out: &mut Outbox) -> Result<(), SessionError> {
+        // Answers the proxy would have made itself are simply dropped; the origin's are awaited
+        // and swallowed.
+        self.pending.retain(|entry| {
+            !matches!(
+                entry.disposition,
+                Disposition::Synthetic(_) | Disposition::Marker
+            )
+        });
         for entry in &mut self.pending {
             entry.disposition = Disposition::Swallow;
         }
+        self.batch_open = false;
         if self.copy_in {
             FrontendMessage::CopyFail(PgString::from("client disconnected"))
                 .encode(&mut out.to_origin)?;

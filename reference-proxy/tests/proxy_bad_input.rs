@@ -7,102 +7,12 @@
 mod common;
 
 use bytes::{BufMut, BytesMut};
-use common::{TestProxy, postgres};
-use elephant_protocol::startup::{ClientHandshake, ClientHandshakeConfig, ClientStep};
-use elephant_protocol::{BackendDecoder, BackendMessage, DecoderLimits, FrontendMessage};
+use common::{ANSWER_TIMEOUT, Raw, TestProxy, postgres};
+use elephant_protocol::FrontendMessage;
 use fixtures::{Postgres, Role};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Bound on any wait for the proxy's answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A logged-in raw connection.
-struct Raw {
-    socket: TcpStream,
-    buffer: BytesMut,
-    decoder: BackendDecoder,
-}
-
-impl Raw {
-    async fn login(proxy: &TestProxy, pg: &Postgres) -> Raw {
-        let socket = TcpStream::connect(proxy.address).await.expect("connect");
-        let mut raw = Raw {
-            socket,
-            buffer: BytesMut::new(),
-            decoder: BackendDecoder::new(DecoderLimits::default()),
-        };
-        let (mut handshake, startup) = ClientHandshake::start(ClientHandshakeConfig {
-            user: pg.user(Role::Scram).into(),
-            database: Some(pg.database().into()),
-            password: Some(pg.password(Role::Scram).into()),
-            ..ClientHandshakeConfig::default()
-        });
-        raw.send(&startup).await;
-        loop {
-            match handshake
-                .handle(raw.receive().await.expect("startup answer"))
-                .expect("login")
-            {
-                ClientStep::Send(message) => raw.send(&message).await,
-                ClientStep::Continue => {}
-                ClientStep::Ready(_) => return raw,
-            }
-        }
-    }
-
-    async fn send(&mut self, message: &FrontendMessage) {
-        let mut bytes = BytesMut::new();
-        message.encode(&mut bytes).expect("encodable");
-        self.send_bytes(&bytes).await;
-    }
-
-    async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.socket.write_all(bytes).await.expect("write");
-    }
-
-    /// The next message, or `None` once the proxy closed the connection.
-    async fn receive(&mut self) -> Option<BackendMessage> {
-        tokio::time::timeout(ANSWER_TIMEOUT, async {
-            loop {
-                if let Some(message) = self
-                    .decoder
-                    .decode(&mut self.buffer)
-                    .expect("valid proxy bytes")
-                {
-                    return Some(message);
-                }
-                match self.socket.read_buf(&mut self.buffer).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
-        .expect("the proxy answered in time (no hang)")
-    }
-
-    /// Expects an ErrorResponse with `sqlstate`, then a closed connection; returns its message.
-    async fn expect_fatal(&mut self, sqlstate: &str) -> String {
-        let message = match self.receive().await {
-            Some(BackendMessage::ErrorResponse(fields)) => {
-                assert_eq!(
-                    fields.code().map(|c| c.to_string()).as_deref(),
-                    Some(sqlstate),
-                    "{fields:?}"
-                );
-                fields.message().map(|m| m.to_string()).unwrap_or_default()
-            }
-            other => panic!("expected an ErrorResponse, got {other:?}"),
-        };
-        assert!(
-            self.receive().await.is_none(),
-            "the connection must be closed after a protocol violation"
-        );
-        message
-    }
-}
 
 async fn still_serves(proxy: &TestProxy, pg: &Postgres) {
     let client = proxy.connect(pg).await;

@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{TestProxy, postgres, sqlstate};
+use common::{Raw, TestProxy, postgres, sqlstate};
+use elephant_protocol::{BackendMessage, Bind, FrontendMessage, Parse, Target};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,6 +267,80 @@ async fn an_unreachable_origin_is_a_clear_error() {
             .starts_with("Server connection attempt failed: connection_refused"),
         "{}",
         db.message()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_batch_keeps_its_connection_until_sync() {
+    // Goal: a client that sends Parse/Bind/Flush and executes the portal later (as Flush-based
+    // drivers do) keeps its origin connection in between, even when another client is waiting.
+    let Some(pg) = postgres("an_open_batch_keeps_its_connection_until_sync") else {
+        return;
+    };
+    let proxy = TestProxy::start(&pg, &["--pool-size", "1", "--acquire-timeout", "5"]).await;
+    let mut raw = Raw::login(&proxy, &pg).await;
+    raw.send(&FrontendMessage::Parse(Parse {
+        name: "".into(),
+        query: "SELECT 42".into(),
+        parameter_types: vec![],
+    }))
+    .await;
+    raw.send(&FrontendMessage::Bind(Bind {
+        portal: "held".into(),
+        statement: "".into(),
+        parameter_formats: vec![],
+        parameters: vec![],
+        result_formats: vec![],
+    }))
+    .await;
+    raw.send(&FrontendMessage::Flush).await;
+    assert!(matches!(
+        raw.receive().await,
+        Some(BackendMessage::ParseComplete)
+    ));
+    assert!(matches!(
+        raw.receive().await,
+        Some(BackendMessage::BindComplete)
+    ));
+    let other = proxy.connect(&pg).await;
+    let waiting =
+        tokio::spawn(async move { other.simple_query("SELECT 1").await.map(|rows| rows.len()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.send(&FrontendMessage::Execute {
+        portal: "held".into(),
+        max_rows: 0,
+    })
+    .await;
+    raw.send(&FrontendMessage::Close {
+        target: Target::Portal,
+        name: "held".into(),
+    })
+    .await;
+    raw.send(&FrontendMessage::Sync).await;
+    let mut answers = Vec::new();
+    while let Some(message) = raw.receive().await {
+        let done = matches!(message, BackendMessage::ReadyForQuery(_));
+        answers.push(message.to_string());
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        answers,
+        vec![
+            "DataRow [\"42\"]",
+            "CommandComplete \"SELECT 1\"",
+            "CloseComplete",
+            "ReadyForQuery I"
+        ]
+    );
+    assert_eq!(
+        waiting
+            .await
+            .expect("task")
+            .expect("served after the batch"),
+        3
     );
     proxy.stop().await;
 }

@@ -1,6 +1,9 @@
 //! Shared harness: a real Postgres (fixtures) and an in-process reference proxy in front of it.
 #![allow(dead_code)]
 
+use bytes::BytesMut;
+use elephant_protocol::startup::{ClientHandshake, ClientHandshakeConfig, ClientStep};
+use elephant_protocol::{BackendDecoder, BackendMessage, DecoderLimits, FrontendMessage};
 use fixtures::{Postgres, PostgresConfig, Role};
 use rand_core::SeedableRng;
 use reference_proxy::config::load_from_args;
@@ -11,6 +14,8 @@ use reference_proxy::stream::TcpDialer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -111,4 +116,93 @@ pub fn postgres(test: &str) -> Option<Postgres> {
 /// The SQLSTATE of a tokio-postgres error, if it carries one.
 pub fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.as_db_error().map(|db| db.code().code().to_string())
+}
+
+/// Bound on any wait for the proxy's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A logged-in raw connection.
+pub struct Raw {
+    socket: TcpStream,
+    buffer: BytesMut,
+    decoder: BackendDecoder,
+}
+
+impl Raw {
+    pub async fn login(proxy: &TestProxy, pg: &Postgres) -> Raw {
+        let socket = TcpStream::connect(proxy.address).await.expect("connect");
+        let mut raw = Raw {
+            socket,
+            buffer: BytesMut::new(),
+            decoder: BackendDecoder::new(DecoderLimits::default()),
+        };
+        let (mut handshake, startup) = ClientHandshake::start(ClientHandshakeConfig {
+            user: pg.user(Role::Scram).into(),
+            database: Some(pg.database().into()),
+            password: Some(pg.password(Role::Scram).into()),
+            ..ClientHandshakeConfig::default()
+        });
+        raw.send(&startup).await;
+        loop {
+            match handshake
+                .handle(raw.receive().await.expect("startup answer"))
+                .expect("login")
+            {
+                ClientStep::Send(message) => raw.send(&message).await,
+                ClientStep::Continue => {}
+                ClientStep::Ready(_) => return raw,
+            }
+        }
+    }
+
+    pub async fn send(&mut self, message: &FrontendMessage) {
+        let mut bytes = BytesMut::new();
+        message.encode(&mut bytes).expect("encodable");
+        self.send_bytes(&bytes).await;
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.socket.write_all(bytes).await.expect("write");
+    }
+
+    /// The next message, or `None` once the proxy closed the connection.
+    pub async fn receive(&mut self) -> Option<BackendMessage> {
+        tokio::time::timeout(ANSWER_TIMEOUT, async {
+            loop {
+                if let Some(message) = self
+                    .decoder
+                    .decode(&mut self.buffer)
+                    .expect("valid proxy bytes")
+                {
+                    return Some(message);
+                }
+                match self.socket.read_buf(&mut self.buffer).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("the proxy answered in time (no hang)")
+    }
+
+    /// Expects an ErrorResponse with `sqlstate`, then a closed connection; returns its message.
+    pub async fn expect_fatal(&mut self, sqlstate: &str) -> String {
+        let message = match self.receive().await {
+            Some(BackendMessage::ErrorResponse(fields)) => {
+                assert_eq!(
+                    fields.code().map(|c| c.to_string()).as_deref(),
+                    Some(sqlstate),
+                    "{fields:?}"
+                );
+                fields.message().map(|m| m.to_string()).unwrap_or_default()
+            }
+            other => panic!("expected an ErrorResponse, got {other:?}"),
+        };
+        assert!(
+            self.receive().await.is_none(),
+            "the connection must be closed after a protocol violation"
+        );
+        message
+    }
 }
