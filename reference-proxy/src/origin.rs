@@ -9,6 +9,7 @@
 use crate::prepared::OriginStatements;
 use crate::stream::{BoxedStream, Dialer};
 use crate::tls::{OriginTls, TlsError, negotiate_origin_tls};
+use crate::tunnel::TunnelError;
 use bytes::BytesMut;
 use elephant_protocol::startup::{
     ClientHandshake, ClientHandshakeConfig, ClientStep, HandshakeError, ServerSession,
@@ -44,6 +45,10 @@ pub enum OriginError {
         /// The OS error.
         source: io::Error,
     },
+    /// The WebSocket tunnel to the origin's network failed (Access refused, cloudflared cannot
+    /// reach the database, handshake timeout, tunnel TLS verification).
+    #[error("Server connection attempt failed: {0}")]
+    Tunnel(String),
     /// The dial or the startup did not finish within the connect timeout.
     #[error("Server connection attempt failed: timeout after {0:?}")]
     Timeout(Duration),
@@ -120,14 +125,17 @@ impl OriginConnector {
     }
 
     async fn open_stream(&self) -> Result<BoxedStream, OriginError> {
-        let stream = self
-            .dialer
-            .dial()
-            .await
-            .map_err(|source| OriginError::Refused {
-                address: self.dialer.describe(),
-                source,
-            })?;
+        let stream =
+            self.dialer
+                .dial()
+                .await
+                .map_err(|source| match TunnelError::from_io(&source) {
+                    Some(tunnel) => OriginError::Tunnel(tunnel.to_string()),
+                    None => OriginError::Refused {
+                        address: self.dialer.describe(),
+                        source,
+                    },
+                })?;
         Ok(negotiate_origin_tls(&self.login.tls, stream).await?)
     }
 

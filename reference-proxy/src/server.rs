@@ -14,6 +14,7 @@ use crate::origin::{OriginConnector, OriginLogin};
 use crate::pool::{Pool, PoolSettings};
 use crate::stream::{Dialer, Listener, TcpDialer};
 use crate::tls::{ClientTls, OriginTls, TlsError};
+use crate::tunnel::{TunnelDialer, TunnelError, TunnelSettings};
 use elephant_auth::{AuthMethod, StoredPassword};
 use elephant_protocol::DecoderLimits;
 use elephant_protocol::startup::ClientHandshakeConfig;
@@ -42,6 +43,9 @@ pub enum StartError {
         /// What is wrong.
         detail: String,
     },
+    /// The tunnel settings are invalid (URL, CA file, token).
+    #[error("--tunnel: {0}")]
+    Tunnel(#[from] TunnelError),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -199,15 +203,28 @@ pub async fn serve(ctx: Arc<ProxyContext>, mut listener: impl Listener, grace: D
     }
 }
 
+/// How the binary reaches the origin: through the WebSocket tunnel when `--tunnel` is set,
+/// else straight over TCP.
+pub fn origin_dialer(config: &ProxyConfig) -> Result<Arc<dyn Dialer>, StartError> {
+    match &config.tunnel {
+        Some(tunnel) => {
+            let dialer = TunnelDialer::new(TunnelSettings::from_config(tunnel)?)?;
+            tracing::info!(tunnel = %dialer.describe(), "origin reached through a WebSocket tunnel");
+            Ok(Arc::new(dialer))
+        }
+        None => Ok(Arc::new(TcpDialer::new(
+            config.origin.host.clone(),
+            config.origin.port,
+        ))),
+    }
+}
+
 /// Runs the proxy described by `config` on real sockets until SIGTERM or Ctrl-C.
 pub async fn run(config: ProxyConfig) -> Result<(), StartError> {
     let metrics = Metrics::new()?;
     let (shutdown_sender, shutdown) = watch::channel(false);
     let rng = Box::new(os_seeded_rng()?);
-    let dialer = Arc::new(TcpDialer::new(
-        config.origin.host.clone(),
-        config.origin.port,
-    ));
+    let dialer = origin_dialer(&config)?;
     let ctx = build_context(&config, dialer, rng, metrics.clone(), shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

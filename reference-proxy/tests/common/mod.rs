@@ -9,8 +9,7 @@ use rand_core::SeedableRng;
 use reference_proxy::config::load_from_args;
 use reference_proxy::context::ProxyContext;
 use reference_proxy::metrics::Metrics;
-use reference_proxy::server::{build_context, serve};
-use reference_proxy::stream::TcpDialer;
+use reference_proxy::server::{build_context, origin_dialer, serve};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +58,7 @@ impl TestProxy {
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let metrics = Metrics::new().map_err(|e| e.to_string())?;
         let (shutdown, receiver) = watch::channel(false);
-        let dialer = Arc::new(TcpDialer::new(
-            config.origin.host.clone(),
-            config.origin.port,
-        ));
+        let dialer = origin_dialer(&config).map_err(|e| e.to_string())?;
         let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(7));
         let context = build_context(&config, dialer, rng, metrics.clone(), receiver)
             .map_err(|e| e.to_string())?;
