@@ -41,6 +41,14 @@ bench *ARGS: prereqs
 proxy *ARGS:
     cargo run --release -p reference-proxy -- {{ARGS}}
 
+# Real Postgres + tunnel edge + proxy in tunnel mode on loopback; prints a psql string; Ctrl-C stops.
+demo: prereqs
+    cargo run -p reference-proxy --example demo
+
+# Run the tunnel edge: `just edge --origin tcp://127.0.0.1:5432 --cert c.pem --key k.pem --service-token ID:SECRET`.
+edge *ARGS:
+    cargo run --release -p tunnel-edge -- {{ARGS}}
+
 # Review changed insta snapshots.
 review:
     cargo insta review
