@@ -1,0 +1,269 @@
+//! Running seeds: one seed end to end (build, run, check, report), and many seeds on all
+//! cores. Seeds are independent simulations on their own threads, so running them in
+//! parallel changes nothing about any one of them.
+//!
+//! A panic anywhere in a seed — in the proxy's tasks, the fake, turmoil — is caught, counted
+//! as a violation of [`Invariant::NoPanic`] with its message, and does not stop the other
+//! seeds. A process-wide panic hook keeps such panics off the terminal while a seed runs and
+//! hands them to the seed's report instead.
+
+use crate::faults::{FaultKind, FaultPlan};
+use crate::invariants::{self, Evidence, Invariant, Verdict};
+use crate::scenario::Scenario;
+use crate::trace::Fate;
+use crate::world::World;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Stack of each worker thread (the proxy, turmoil and tokio-postgres nest deep futures).
+pub const WORKER_STACK_SIZE: usize = 32 * 1024 * 1024;
+
+/// Most panic messages kept per seed.
+pub const MAX_PANICS_KEPT: usize = 16;
+
+/// How one seed went.
+#[derive(Debug, Clone)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Scenario name.
+    pub scenario: String,
+    /// Whether faults were on.
+    pub faults: bool,
+    /// The network fault plan.
+    pub plan: FaultPlan,
+    /// Faults injected (network and client-side), by kind.
+    pub fault_counts: BTreeMap<FaultKind, u64>,
+    /// Checks and violations.
+    pub verdict: Verdict,
+    /// The trace (kept only when asked for, or when the seed failed).
+    pub trace: Vec<String>,
+    /// Hash of the whole trace.
+    pub trace_hash: u64,
+    /// Simulated time.
+    pub sim_time: Duration,
+    /// Wall-clock time.
+    pub wall_time: Duration,
+    /// Client calls made.
+    pub calls: usize,
+    /// Transfers by what their client saw: committed, aborted, unknown.
+    pub transfers: [u64; 3],
+    /// Most origin sessions the proxy held at once.
+    pub proxy_max_sessions: usize,
+    /// Most sessions the origin saw at once.
+    pub origin_max_sessions: usize,
+}
+
+impl SeedReport {
+    /// True when no invariant was violated.
+    pub fn passed(&self) -> bool {
+        self.verdict.violations.is_empty()
+    }
+}
+
+thread_local! {
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
+    static PANICS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+static HOOK: Once = Once::new();
+
+/// Routes panics on threads that run a seed into that seed's report.
+fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CAPTURING.with(Cell::get) {
+                PANICS.with(|panics| {
+                    let mut panics = panics.borrow_mut();
+                    if panics.len() < MAX_PANICS_KEPT {
+                        panics.push(info.to_string());
+                    }
+                });
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs one seed. `keep_trace` keeps the trace even when the seed passes.
+pub fn run_seed(seed: u64, scenario: &Scenario, faults: bool, keep_trace: bool) -> SeedReport {
+    install_panic_hook();
+    CAPTURING.with(|c| c.set(true));
+    PANICS.with(|p| p.borrow_mut().clear());
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| simulate(seed, scenario, faults)));
+    let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    CAPTURING.with(|c| c.set(false));
+    let mut report = match result {
+        Ok(report) => report,
+        Err(_) => crashed(seed, scenario, faults),
+    };
+    report.wall_time = started.elapsed();
+    if panics.is_empty() {
+        report.verdict.passed(Invariant::NoPanic, 1);
+    }
+    for panic in panics {
+        report.verdict.violate(Invariant::NoPanic, panic);
+    }
+    if report.passed() && !keep_trace {
+        report.trace = Vec::new();
+    }
+    report
+}
+
+fn simulate(seed: u64, scenario: &Scenario, faults: bool) -> SeedReport {
+    let world = match World::build(seed, scenario, faults) {
+        Ok(world) => world,
+        Err(error) => {
+            let mut report = crashed(seed, scenario, faults);
+            report.verdict.violate(
+                Invariant::SimulationCompletes,
+                format!("setup failed: {error}"),
+            );
+            return report;
+        }
+    };
+    let plan = world.plan().clone();
+    let finished = world.run();
+    let collected = &finished.collected;
+    let mut verdict = invariants::check(&Evidence {
+        collected,
+        bank: &finished.bank,
+        accounts: scenario.accounts,
+        proxy_max_sessions: finished.proxy_max_sessions,
+        pool_size: scenario.pool_size,
+        plan: &plan,
+        call_timeout: scenario.call_timeout,
+    });
+    for (invariant, count) in &collected.checks {
+        verdict.passed(*invariant, *count);
+    }
+    match &finished.error {
+        None => verdict.passed(Invariant::SimulationCompletes, 1),
+        Some(error) => verdict.violate(Invariant::SimulationCompletes, error.clone()),
+    }
+    let mut fault_counts = plan.counts();
+    for kind in &collected.hostile {
+        *fault_counts.entry(*kind).or_insert(0) += 1;
+    }
+    let mut transfers = [0u64; 3];
+    for record in &collected.transfers {
+        let slot = match record.fate {
+            Fate::Committed => 0,
+            Fate::Aborted => 1,
+            Fate::Unknown => 2,
+        };
+        transfers[slot] += 1;
+    }
+    let mut trace = collected.lines.clone();
+    trace.extend(summary_lines(&finished));
+    SeedReport {
+        seed,
+        scenario: scenario.name.into(),
+        faults,
+        plan,
+        fault_counts,
+        verdict,
+        trace,
+        trace_hash: collected.hash,
+        sim_time: finished.sim_time,
+        wall_time: Duration::ZERO,
+        calls: collected.calls.len(),
+        transfers,
+        proxy_max_sessions: finished.proxy_max_sessions,
+        origin_max_sessions: finished.origin.max_sessions,
+    }
+}
+
+fn summary_lines(finished: &crate::world::Finished) -> Vec<String> {
+    let origin = &finished.origin;
+    vec![
+        format!(
+            "end: simulated {}, origin committed {} transactions ({} transfers)",
+            crate::faults::ms(finished.sim_time),
+            finished.bank.commits(),
+            finished.bank.transfers().len()
+        ),
+        format!(
+            "end: balances {:?}",
+            finished.bank.balances().values().collect::<Vec<_>>()
+        ),
+        format!(
+            "end: proxy held at most {} origin sessions ({} opened); origin saw at most {} ({} started, {} refused with 53300, {} cancel requests, {} delivered, {} statement timeouts)",
+            finished.proxy_max_sessions,
+            finished.proxy_sessions_opened,
+            origin.max_sessions,
+            origin.sessions_started,
+            origin.refused_too_many,
+            origin.cancel_requests,
+            origin.cancels_delivered,
+            origin.statement_timeouts
+        ),
+    ]
+}
+
+fn crashed(seed: u64, scenario: &Scenario, faults: bool) -> SeedReport {
+    SeedReport {
+        seed,
+        scenario: scenario.name.into(),
+        faults,
+        plan: FaultPlan::default(),
+        fault_counts: BTreeMap::new(),
+        verdict: Verdict::default(),
+        trace: Vec::new(),
+        trace_hash: 0,
+        sim_time: Duration::ZERO,
+        wall_time: Duration::ZERO,
+        calls: 0,
+        transfers: [0; 3],
+        proxy_max_sessions: 0,
+        origin_max_sessions: 0,
+    }
+}
+
+/// Runs `seeds` on `threads` worker threads, calling `done` after each seed (from the worker
+/// thread). Reports come back in seed order.
+pub fn run_seeds(
+    seeds: &[u64],
+    scenario: &Scenario,
+    faults: bool,
+    threads: usize,
+    done: &(dyn Fn(&SeedReport) + Sync),
+) -> Vec<SeedReport> {
+    let next = AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<SeedReport>>> =
+        seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            let worker = std::thread::Builder::new()
+                .name("sim-worker".into())
+                .stack_size(WORKER_STACK_SIZE)
+                .spawn_scoped(scope, || {
+                    loop {
+                        let index = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(seed) = seeds.get(index) else {
+                            return;
+                        };
+                        let report = run_seed(*seed, scenario, faults, false);
+                        done(&report);
+                        if let Ok(mut slot) = slots[index].lock() {
+                            *slot = Some(report);
+                        }
+                    }
+                });
+            if let Err(error) = worker {
+                eprintln!("sim: could not start a worker thread: {error}");
+            }
+        }
+    });
+    slots
+        .into_iter()
+        .filter_map(|slot| slot.into_inner().ok().flatten())
+        .collect()
+}

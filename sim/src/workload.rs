@@ -1,0 +1,704 @@
+//! The clients: tokio-postgres sessions through the proxy doing bank transfers and reads,
+//! and — when faults are on — behaving badly (vanishing mid-transaction, cancelling, running
+//! queries past the statement timeout).
+//!
+//! Every call is bounded by the scenario's call timeout and recorded with its outcome, so the
+//! invariants can be checked afterwards from what clients saw. Checks that only a client can
+//! make are made on the spot: a session must only ever see its own `application_name` and its
+//! own parameters echoed back, a transaction must stay on one origin backend, and a slow query
+//! must not outlive the statement timeout.
+
+use crate::faults::FaultKind;
+use crate::invariants::{CANCEL_TARGET, Invariant};
+use crate::trace::{CallRecord, Fate, Log, Observation, Outcome, TransferRecord};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_postgres::{NoTls, SimpleQueryMessage, Statement};
+
+/// The proxy's port.
+pub const PROXY_PORT: u16 = 6432;
+/// Longest pause between two operations of a client.
+pub const MAX_THINK_TIME: Duration = Duration::from_millis(30);
+/// Pause after a failed connection attempt.
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Transfer ids are `(client + 1) * TRANSFER_ID_STRIDE + sequence`.
+pub const TRANSFER_ID_STRIDE: i64 = 1_000_000;
+/// Largest amount moved by one transfer.
+pub const MAX_AMOUNT: i32 = 20;
+/// Delay range before a client cancels its own slow query.
+pub const CANCEL_DELAY: (u64, u64) = (20, 800);
+
+/// The SQL the clients send.
+pub mod sql {
+    /// Read one balance.
+    pub const READ: &str = "SELECT balance FROM accounts WHERE id = $1";
+    /// Move money.
+    pub const UPDATE: &str = "UPDATE accounts SET balance = balance + $1 WHERE id = $2";
+    /// Log a transfer.
+    pub const INSERT: &str =
+        "INSERT INTO transfers (id, from_id, to_id, amount) VALUES ($1, $2, $3, $4)";
+    /// Which origin backend serves us.
+    pub const PID: &str = "SELECT pg_backend_pid()";
+    /// Who the origin thinks we are.
+    pub const WHOAMI: &str = "SELECT current_setting('application_name')";
+    /// Echo a value through a prepared statement.
+    pub const ECHO: &str = "SELECT $1::text";
+}
+
+/// What one client needs to know.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// Index (host `client-<index>`, application_name `client-<index>`).
+    pub index: usize,
+    /// Seed of this client's choices.
+    pub seed: u64,
+    /// Host name of the proxy.
+    pub proxy_host: String,
+    /// Login.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Database.
+    pub database: String,
+    /// Accounts `1..=accounts` exist.
+    pub accounts: i32,
+    /// Start operations until this simulated time.
+    pub until: Duration,
+    /// Bound of every call.
+    pub call_timeout: Duration,
+    /// The proxy's statement timeout.
+    pub statement_timeout: Duration,
+    /// Probability of a hostile operation (0 when faults are off).
+    pub hostile_rate: f64,
+}
+
+impl ClientSpec {
+    /// The client's `application_name`.
+    pub fn application_name(&self) -> String {
+        format!("client-{}", self.index)
+    }
+}
+
+/// Simulated time now.
+pub fn now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// Runs one client until its workload time is over.
+pub async fn run(spec: ClientSpec, log: Log) -> turmoil::Result {
+    let mut client = Client {
+        rng: ChaCha8Rng::seed_from_u64(spec.seed),
+        spec,
+        log,
+        conn: None,
+        op: 0,
+        transfers: 0,
+    };
+    while now() < client.spec.until {
+        client.op += 1;
+        client.step().await;
+        let think = client.rng.gen_range(0..=MAX_THINK_TIME.as_millis() as u64);
+        tokio::time::sleep(Duration::from_millis(think)).await;
+    }
+    if let Some(conn) = client.conn.take() {
+        conn.close().await;
+    }
+    Ok(())
+}
+
+/// A connection to the proxy and the statements prepared on it. The client is shared (`Rc`)
+/// with the call in flight, so the [`Client`] can record results while a call is pending.
+struct Conn {
+    client: Rc<tokio_postgres::Client>,
+    task: JoinHandle<()>,
+    read: Option<Statement>,
+    update: Option<Statement>,
+    insert: Option<Statement>,
+    echo: Option<Statement>,
+}
+
+impl Conn {
+    /// Terminates politely and waits for the connection task to end.
+    async fn close(self) {
+        drop(self.client);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+
+    /// Drops the socket without a word (no Terminate, no ROLLBACK).
+    fn vanish(self) {
+        self.task.abort();
+    }
+}
+
+/// The operations a client chooses from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    TransferSteps,
+    TransferBatch,
+    TransferPrepared,
+    ReadPrepared,
+    ReadSimple,
+    WhoAmI,
+    Echo,
+    Reconnect,
+    SlowQuery,
+    Cancel,
+    Vanish,
+}
+
+const OPS: [(Op, u32); 8] = [
+    (Op::TransferSteps, 3),
+    (Op::TransferBatch, 2),
+    (Op::TransferPrepared, 3),
+    (Op::ReadPrepared, 3),
+    (Op::ReadSimple, 1),
+    (Op::WhoAmI, 2),
+    (Op::Echo, 2),
+    (Op::Reconnect, 1),
+];
+
+const HOSTILE_OPS: [Op; 3] = [Op::SlowQuery, Op::Cancel, Op::Vanish];
+
+/// A transfer being attempted.
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    id: i64,
+    from: i32,
+    to: i32,
+    amount: i32,
+}
+
+struct Client {
+    spec: ClientSpec,
+    log: Log,
+    rng: ChaCha8Rng,
+    conn: Option<Conn>,
+    op: u64,
+    transfers: i64,
+}
+
+/// Turns a tokio-postgres error into what the trace records.
+fn classify(error: &tokio_postgres::Error) -> Outcome {
+    if let Some(db) = error.as_db_error() {
+        return Outcome::Db {
+            code: db.code().code().to_string(),
+            severity: db.severity().to_string(),
+            message: db.message().to_string(),
+        };
+    }
+    let text = error.to_string();
+    if error.is_closed()
+        || text == "error communicating with the server"
+        || text == "error connecting to server"
+    {
+        return Outcome::Closed;
+    }
+    Outcome::Client(text)
+}
+
+fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
+    messages.iter().find_map(|message| match message {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+impl Client {
+    fn name(&self) -> String {
+        self.spec.application_name()
+    }
+
+    /// Runs `future` within the call timeout and records it. A call that leaves the
+    /// connection unusable drops it.
+    async fn call<T>(
+        &mut self,
+        what: impl Into<String>,
+        future: impl Future<Output = Result<T, tokio_postgres::Error>>,
+        describe: impl FnOnce(&T) -> String,
+    ) -> (Outcome, Option<T>) {
+        let start = now();
+        let result = tokio::time::timeout(self.spec.call_timeout, future).await;
+        let (outcome, value) = match result {
+            Err(_) => (Outcome::Timeout, None),
+            Ok(Ok(value)) => (Outcome::Ok(describe(&value)), Some(value)),
+            Ok(Err(error)) => (classify(&error), None),
+        };
+        self.record_call(what, start, outcome.clone());
+        (outcome, value)
+    }
+
+    /// Logs a finished call; one that leaves the connection unusable drops it.
+    fn record_call(&mut self, what: impl Into<String>, start: Duration, outcome: Outcome) {
+        if outcome.connection_lost()
+            && let Some(conn) = self.conn.take()
+        {
+            conn.vanish();
+        }
+        self.log.call(CallRecord {
+            client: self.spec.index,
+            what: what.into(),
+            start,
+            end: now(),
+            outcome,
+        });
+    }
+
+    /// A simple query on the current connection (which must exist).
+    async fn simple(&mut self, sql: &str) -> (Outcome, Option<Vec<SimpleQueryMessage>>) {
+        let Some(conn) = self.conn.as_ref() else {
+            return (Outcome::Closed, None);
+        };
+        let client = conn.client.clone();
+        self.call(
+            sql.to_string(),
+            async move { client.simple_query(sql).await },
+            |rows| first_value(rows).unwrap_or_default(),
+        )
+        .await
+    }
+
+    async fn step(&mut self) {
+        if self.conn.is_none() && !self.connect().await {
+            tokio::time::sleep(RECONNECT_BACKOFF).await;
+            return;
+        }
+        match self.choose() {
+            Op::TransferSteps => self.transfer_steps().await,
+            Op::TransferBatch => self.transfer_batch().await,
+            Op::TransferPrepared => self.transfer_prepared().await,
+            Op::ReadPrepared => self.read_prepared().await,
+            Op::ReadSimple => self.read_simple().await,
+            Op::WhoAmI => self.who_am_i().await,
+            Op::Echo => self.echo().await,
+            Op::Reconnect => {
+                if let Some(conn) = self.conn.take() {
+                    conn.close().await;
+                }
+            }
+            Op::SlowQuery => self.slow_query().await,
+            Op::Cancel => self.cancel().await,
+            Op::Vanish => self.vanish().await,
+        }
+    }
+
+    fn choose(&mut self) -> Op {
+        if self.spec.hostile_rate > 0.0 && self.rng.gen_bool(self.spec.hostile_rate) {
+            return HOSTILE_OPS[self.rng.gen_range(0..HOSTILE_OPS.len())];
+        }
+        let total: u32 = OPS.iter().map(|(_, w)| w).sum();
+        let mut pick = self.rng.gen_range(0..total);
+        for (op, weight) in OPS {
+            if pick < weight {
+                return op;
+            }
+            pick -= weight;
+        }
+        Op::ReadSimple
+    }
+
+    async fn connect(&mut self) -> bool {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .user(&self.spec.user)
+            .password(&self.spec.password)
+            .dbname(&self.spec.database)
+            .application_name(self.name());
+        let host = self.spec.proxy_host.clone();
+        let start = now();
+        let connecting = async move {
+            let stream = turmoil::net::TcpStream::connect((host.as_str(), PROXY_PORT)).await;
+            match stream {
+                Ok(stream) => config
+                    .connect_raw(stream, NoTls)
+                    .await
+                    .map_err(|error| classify(&error)),
+                Err(_) => Err(Outcome::Closed),
+            }
+        };
+        let result = tokio::time::timeout(self.spec.call_timeout, connecting)
+            .await
+            .unwrap_or(Err(Outcome::Timeout));
+        let (outcome, connected) = match result {
+            Ok(connected) => (Outcome::Ok(String::new()), Some(connected)),
+            Err(outcome) => (outcome, None),
+        };
+        self.record_call("connect", start, outcome);
+        let Some((client, connection)) = connected else {
+            return false;
+        };
+        let task = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        self.conn = Some(Conn {
+            client: Rc::new(client),
+            task,
+            read: None,
+            update: None,
+            insert: None,
+            echo: None,
+        });
+        true
+    }
+
+    /// The statement in `slot`, prepared on first use.
+    async fn prepared(
+        &mut self,
+        slot: fn(&mut Conn) -> &mut Option<Statement>,
+        sql: &'static str,
+    ) -> Option<Statement> {
+        let conn = self.conn.as_mut()?;
+        if let Some(statement) = slot(conn) {
+            return Some(statement.clone());
+        }
+        let client = conn.client.clone();
+        let (_, statement) = self
+            .call(
+                format!("prepare {sql}"),
+                async move { client.prepare(sql).await },
+                |_| String::new(),
+            )
+            .await;
+        let statement = statement?;
+        if let Some(conn) = self.conn.as_mut() {
+            *slot(conn) = Some(statement.clone());
+        }
+        Some(statement)
+    }
+
+    fn new_transfer(&mut self) -> Transfer {
+        self.transfers += 1;
+        let accounts = self.spec.accounts.max(2);
+        let from = self.rng.gen_range(1..=accounts);
+        let mut to = self.rng.gen_range(1..accounts);
+        if to >= from {
+            to += 1;
+        }
+        Transfer {
+            id: (self.spec.index as i64 + 1) * TRANSFER_ID_STRIDE + self.transfers,
+            from,
+            to,
+            amount: self.rng.gen_range(1..=MAX_AMOUNT),
+        }
+    }
+
+    fn record(&self, transfer: Transfer, fate: Fate) {
+        self.log.transfer(
+            now(),
+            TransferRecord {
+                id: transfer.id,
+                from: transfer.from,
+                to: transfer.to,
+                amount: transfer.amount,
+                fate,
+                client: self.spec.index,
+            },
+        );
+    }
+
+    /// What a COMMIT's outcome says about the transaction.
+    fn commit_fate(outcome: &Outcome) -> Fate {
+        match outcome {
+            Outcome::Ok(_) => Fate::Committed,
+            Outcome::Db { severity, .. } if severity != "FATAL" => Fate::Aborted,
+            _ => Fate::Unknown,
+        }
+    }
+
+    /// After a failed statement in a transaction: roll back if the connection still works.
+    async fn abort(&mut self, transfer: Transfer) {
+        if self.conn.is_some() {
+            self.simple("ROLLBACK").await;
+        }
+        self.record(transfer, Fate::Aborted);
+    }
+
+    /// BEGIN, the writes as separate simple queries with backend checks, COMMIT.
+    async fn transfer_steps(&mut self) {
+        let t = self.new_transfer();
+        let statements = [
+            "BEGIN".to_string(),
+            sql::PID.to_string(),
+            format!(
+                "UPDATE accounts SET balance = balance - {} WHERE id = {}",
+                t.amount, t.from
+            ),
+            format!(
+                "UPDATE accounts SET balance = balance + {} WHERE id = {}",
+                t.amount, t.to
+            ),
+            format!(
+                "INSERT INTO transfers (id, from_id, to_id, amount) VALUES ({}, {}, {}, {})",
+                t.id, t.from, t.to, t.amount
+            ),
+            sql::PID.to_string(),
+        ];
+        let mut pids = Vec::new();
+        for statement in &statements {
+            let (outcome, rows) = self.simple(statement).await;
+            if !outcome.is_ok() {
+                return self.abort(t).await;
+            }
+            if statement == sql::PID {
+                pids.push(rows.as_deref().and_then(first_value));
+            }
+        }
+        self.log.checked(Invariant::OneBackendPerTransaction);
+        if pids.first() != pids.last() {
+            let detail = format!(
+                "client-{} transfer {}: origin backend changed inside a transaction ({pids:?})",
+                self.spec.index, t.id
+            );
+            self.observe(Invariant::OneBackendPerTransaction, detail);
+        }
+        let (outcome, _) = self.simple("COMMIT").await;
+        self.record(t, Self::commit_fate(&outcome));
+    }
+
+    /// The whole transfer as one multi-statement simple query.
+    async fn transfer_batch(&mut self) {
+        let t = self.new_transfer();
+        let batch = format!(
+            "BEGIN; UPDATE accounts SET balance = balance - {a} WHERE id = {f}; \
+             UPDATE accounts SET balance = balance + {a} WHERE id = {to}; \
+             INSERT INTO transfers VALUES ({id}, {f}, {to}, {a}); COMMIT",
+            a = t.amount,
+            f = t.from,
+            to = t.to,
+            id = t.id
+        );
+        let (outcome, _) = self.simple(&batch).await;
+        let fate = Self::commit_fate(&outcome);
+        if fate == Fate::Aborted && self.conn.is_some() {
+            self.simple("ROLLBACK").await;
+        }
+        self.record(t, fate);
+    }
+
+    /// BEGIN, prepared UPDATEs and INSERT (extended protocol), COMMIT.
+    async fn transfer_prepared(&mut self) {
+        let t = self.new_transfer();
+        let update = self.prepared(|c| &mut c.update, sql::UPDATE).await;
+        let insert = self.prepared(|c| &mut c.insert, sql::INSERT).await;
+        let (Some(update), Some(insert)) = (update, insert) else {
+            return self.record(t, Fate::Aborted);
+        };
+        if !self.simple("BEGIN").await.0.is_ok() {
+            return self.abort(t).await;
+        }
+        let writes: [(String, Statement, Vec<Param>); 3] = [
+            (
+                format!("execute update(-{}, {})", t.amount, t.from),
+                update.clone(),
+                vec![Param::Int(-t.amount), Param::Int(t.from)],
+            ),
+            (
+                format!("execute update({}, {})", t.amount, t.to),
+                update,
+                vec![Param::Int(t.amount), Param::Int(t.to)],
+            ),
+            (
+                format!(
+                    "execute insert({}, {}, {}, {})",
+                    t.id, t.from, t.to, t.amount
+                ),
+                insert,
+                vec![
+                    Param::Big(t.id),
+                    Param::Int(t.from),
+                    Param::Int(t.to),
+                    Param::Int(t.amount),
+                ],
+            ),
+        ];
+        for (what, statement, params) in writes {
+            if !self.execute(what, statement, params).await.is_ok() {
+                return self.abort(t).await;
+            }
+        }
+        let (outcome, _) = self.simple("COMMIT").await;
+        self.record(t, Self::commit_fate(&outcome));
+    }
+
+    async fn execute(&mut self, what: String, statement: Statement, params: Vec<Param>) -> Outcome {
+        let Some(conn) = self.conn.as_ref() else {
+            return Outcome::Closed;
+        };
+        let client = conn.client.clone();
+        let future = async move {
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(Param::as_sql).collect();
+            client.execute(&statement, &refs).await
+        };
+        self.call(what, future, |rows| format!("{rows} row(s)"))
+            .await
+            .0
+    }
+
+    async fn read_prepared(&mut self) {
+        let Some(read) = self.prepared(|c| &mut c.read, sql::READ).await else {
+            return;
+        };
+        let id = self.rng.gen_range(1..=self.spec.accounts);
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let client = conn.client.clone();
+        let future = async move { client.query_opt(&read, &[&id]).await };
+        self.call(format!("read balance {id} (prepared)"), future, |row| {
+            row.as_ref()
+                .map(|r| r.get::<_, i32>(0).to_string())
+                .unwrap_or_else(|| "no row".into())
+        })
+        .await;
+    }
+
+    async fn read_simple(&mut self) {
+        let id = self.rng.gen_range(1..=self.spec.accounts);
+        self.simple(&format!("SELECT balance FROM accounts WHERE id = {id}"))
+            .await;
+    }
+
+    /// The origin must see this client's own application_name.
+    async fn who_am_i(&mut self) {
+        let (outcome, rows) = self.simple(sql::WHOAMI).await;
+        if !outcome.is_ok() {
+            return;
+        }
+        let seen = rows.as_deref().and_then(first_value).unwrap_or_default();
+        self.log.checked(Invariant::SessionIsolation);
+        if seen != self.name() {
+            let detail = format!(
+                "{} asked for its application_name and got \"{seen}\"",
+                self.name()
+            );
+            self.observe(Invariant::SessionIsolation, detail);
+        }
+    }
+
+    /// A value sent through a prepared statement must come back to its sender.
+    async fn echo(&mut self) {
+        let Some(echo) = self.prepared(|c| &mut c.echo, sql::ECHO).await else {
+            return;
+        };
+        let token = format!("{}-op-{}", self.name(), self.op);
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let client = conn.client.clone();
+        let sent = token.clone();
+        let future = async move { client.query_one(&echo, &[&sent]).await };
+        let (_, row) = self
+            .call(format!("echo {token}"), future, |row| {
+                row.get::<_, String>(0)
+            })
+            .await;
+        if let Some(row) = row {
+            let seen: String = row.get(0);
+            self.log.checked(Invariant::SessionIsolation);
+            if seen != token {
+                let detail = format!("{} sent \"{token}\" and got back \"{seen}\"", self.name());
+                self.observe(Invariant::SessionIsolation, detail);
+            }
+        }
+    }
+
+    /// `pg_sleep` around the statement timeout: longer ones must end in 57014.
+    async fn slow_query(&mut self) {
+        self.log.hostile(FaultKind::SlowQuery);
+        let limit = self.spec.statement_timeout.as_millis() as u64;
+        let millis = self.rng.gen_range(limit / 4..=limit * 2);
+        let seconds = millis as f64 / 1000.0;
+        let (outcome, _) = self.simple(&format!("SELECT pg_sleep({seconds:.3})")).await;
+        let too_long = Duration::from_millis(millis) > self.spec.statement_timeout;
+        if too_long && !outcome.connection_lost() {
+            self.log.checked(Invariant::StatementTimeout);
+        }
+        if outcome.is_ok() && too_long {
+            let detail = format!(
+                "{} slept {millis} ms although the statement timeout is {limit} ms",
+                self.name()
+            );
+            self.observe(Invariant::StatementTimeout, detail);
+        }
+    }
+
+    /// Cancels its own `pg_sleep` through the proxy; waits for the cancel to finish before
+    /// doing anything else, so a cancel can only ever hit that query.
+    async fn cancel(&mut self) {
+        self.log.hostile(FaultKind::Cancel);
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let token = conn.client.cancel_token();
+        let delay = Duration::from_millis(self.rng.gen_range(CANCEL_DELAY.0..=CANCEL_DELAY.1));
+        let host = self.spec.proxy_host.clone();
+        let timeout = self.spec.call_timeout;
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let send = async {
+                let stream = turmoil::net::TcpStream::connect((host.as_str(), PROXY_PORT)).await;
+                match stream {
+                    Ok(stream) => token.cancel_query_raw(stream, NoTls).await.is_ok(),
+                    Err(_) => false,
+                }
+            };
+            tokio::time::timeout(timeout, send).await.unwrap_or(false)
+        });
+        let seconds = self.spec.statement_timeout.as_secs_f64() * 0.75;
+        self.simple(&format!("SELECT pg_sleep({seconds:.3}) {CANCEL_TARGET}"))
+            .await;
+        let _ = canceller.await;
+    }
+
+    /// BEGIN, a write, then the socket just closes: the proxy must roll it back.
+    async fn vanish(&mut self) {
+        self.log.hostile(FaultKind::ClientVanished);
+        let t = self.new_transfer();
+        let steps = [
+            "BEGIN".to_string(),
+            format!(
+                "UPDATE accounts SET balance = balance - {} WHERE id = {}",
+                t.amount, t.from
+            ),
+            format!(
+                "INSERT INTO transfers VALUES ({}, {}, {}, {})",
+                t.id, t.from, t.to, t.amount
+            ),
+        ];
+        for statement in &steps {
+            if !self.simple(statement).await.0.is_ok() {
+                break;
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.vanish();
+        }
+        self.log
+            .line(now(), format!("{} vanished mid-transaction", self.name()));
+        self.record(t, Fate::Aborted);
+    }
+
+    fn observe(&self, invariant: Invariant, detail: String) {
+        self.log.observe(now(), Observation { invariant, detail });
+    }
+}
+
+/// A parameter value for the prepared writes.
+#[derive(Debug, Clone, Copy)]
+enum Param {
+    Int(i32),
+    Big(i64),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Param::Int(value) => value,
+            Param::Big(value) => value,
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! One seed's world: a turmoil simulation with the fake origin, the real proxy and the
+//! clients as hosts, every random choice derived from the seed, and the fault plan applied
+//! as simulated time passes.
+//!
+//! Hosts: `origin` (the fake Postgres on 5432; crashes lose its sessions, never its committed
+//! data), `proxy` (the reference proxy's own `build_context` + `serve` over turmoil sockets),
+//! `client-<i>` (tokio-postgres workloads). The proxy gets its RNG and the fake its cancel keys
+//! and salts from the seed; turmoil gets its seed for latencies and host order.
+
+use crate::fake_pg::{FakePgConfig, FakePostgres, OriginStats};
+use crate::faults::{Action, FaultPlan, ORIGIN_HOST, PROXY_HOST};
+use crate::net::{SessionCounter, TurmoilDialer, TurmoilListener};
+use crate::scenario::Scenario;
+use crate::trace::{Collected, Log};
+use crate::workload::{self, ClientSpec, PROXY_PORT};
+use elephant_auth::ScramSecret;
+use elephant_protocol::display::fnv1a_64;
+use rand::SeedableRng;
+use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
+use reference_proxy::config::ProxyConfig;
+use reference_proxy::metrics::Metrics;
+use reference_proxy::server::{build_context, serve};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The origin's port.
+pub const ORIGIN_PORT: u16 = 5432;
+/// Role, password and database of the origin (and of the clients at the proxy).
+pub const USER: &str = "app";
+/// See [`USER`].
+pub const PASSWORD: &str = "secret";
+/// See [`USER`].
+pub const DATABASE: &str = "bank";
+/// How long the proxy's `serve` waits for transactions when it stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Host name of client `index`.
+pub fn client_host(index: usize) -> String {
+    format!("client-{index}")
+}
+
+/// A seed for one purpose, derived from the simulation seed (stable across versions of
+/// `rand`, unlike drawing them in sequence from one generator).
+pub fn derive(seed: u64, purpose: &str) -> u64 {
+    fnv1a_64(format!("{seed}/{purpose}").as_bytes())
+}
+
+/// What a finished world reports.
+pub struct Finished {
+    /// The turmoil error, if the simulation did not complete.
+    pub error: Option<String>,
+    /// What the clients saw.
+    pub collected: Collected,
+    /// The origin's committed state.
+    pub bank: crate::fake_pg::Bank,
+    /// The origin's counters.
+    pub origin: OriginStats,
+    /// Most origin sessions the proxy held at once.
+    pub proxy_max_sessions: usize,
+    /// Origin sessions the proxy opened in total.
+    pub proxy_sessions_opened: usize,
+    /// Simulated time elapsed.
+    pub sim_time: Duration,
+}
+
+/// A built world, ready to run.
+pub struct World {
+    sim: turmoil::Sim<'static>,
+    fake: FakePostgres,
+    log: Log,
+    counter: Arc<SessionCounter>,
+    plan: FaultPlan,
+    scenario: Scenario,
+}
+
+impl World {
+    /// Builds the world of `seed`. `faults` off means no network faults and no hostile
+    /// clients.
+    pub fn build(seed: u64, scenario: &Scenario, faults: bool) -> Result<World, String> {
+        let plan = if faults {
+            FaultPlan::generate(
+                scenario,
+                &mut ChaCha8Rng::seed_from_u64(derive(seed, "faults")),
+            )
+        } else {
+            FaultPlan::default()
+        };
+        let mut sim = turmoil::Builder::new()
+            .simulation_duration(scenario.run_limit())
+            .tick_duration(scenario.tick)
+            .min_message_latency(scenario.min_latency)
+            .max_message_latency(scenario.max_latency)
+            .enable_random_order()
+            .rng_seed(derive(seed, "turmoil"))
+            .build();
+        let fake = FakePostgres::new(origin_config(seed, scenario));
+        let log = Log::default();
+        let counter = Arc::new(SessionCounter::default());
+        add_origin(&mut sim, &fake);
+        add_proxy(&mut sim, seed, scenario, counter.clone())?;
+        for index in 0..scenario.clients {
+            let spec = client_spec(seed, scenario, index, faults);
+            sim.client(client_host(index), workload::run(spec, log.clone()));
+        }
+        Ok(World {
+            sim,
+            fake,
+            log,
+            counter,
+            plan,
+            scenario: scenario.clone(),
+        })
+    }
+
+    /// The fault plan.
+    pub fn plan(&self) -> &FaultPlan {
+        &self.plan
+    }
+
+    /// Runs the simulation to its end, applying the fault plan on the way.
+    pub fn run(mut self) -> Finished {
+        let timeline = self.plan.timeline();
+        let mut next = 0;
+        let error = loop {
+            let elapsed = self.sim.elapsed();
+            while let Some((at, action)) = timeline.get(next).filter(|(at, _)| *at <= elapsed) {
+                self.log.line(*at, format!("fault: {action}"));
+                apply(&mut self.sim, action, &self.scenario);
+                next += 1;
+            }
+            match self.sim.step() {
+                Ok(true) => break None,
+                Ok(false) => {}
+                Err(error) => break Some(error.to_string()),
+            }
+        };
+        Finished {
+            error,
+            collected: self.log.collect(),
+            bank: self.fake.bank(),
+            origin: self.fake.stats(),
+            proxy_max_sessions: self.counter.max(),
+            proxy_sessions_opened: self.counter.opened(),
+            sim_time: self.sim.elapsed(),
+        }
+    }
+}
+
+fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, scenario: &Scenario) {
+    match action {
+        Action::Hold(a, b) => sim.hold(a.as_str(), b.as_str()),
+        Action::Release(a, b) => sim.release(a.as_str(), b.as_str()),
+        Action::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
+        Action::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
+        Action::Crash(host) => sim.crash(host.as_str()),
+        Action::Bounce(host) => sim.bounce(host.as_str()),
+        Action::SetLatency(a, b, latency) => sim.set_link_latency(a.as_str(), b.as_str(), *latency),
+        Action::RestoreLatency(a, b) => {
+            sim.set_link_latency(a.as_str(), b.as_str(), scenario.min_latency);
+            sim.set_link_max_message_latency(a.as_str(), b.as_str(), scenario.max_latency);
+        }
+    }
+}
+
+fn origin_config(seed: u64, scenario: &Scenario) -> FakePgConfig {
+    FakePgConfig {
+        user: USER.into(),
+        password: PASSWORD.into(),
+        auth: scenario.origin_auth,
+        database: DATABASE.into(),
+        max_connections: scenario.origin_max_connections,
+        accounts: scenario.accounts,
+        initial_balance: scenario.initial_balance,
+        seed: derive(seed, "origin"),
+    }
+}
+
+/// The fake origin: accepts connections until the host crashes; restarts keep the bank.
+fn add_origin(sim: &mut turmoil::Sim<'static>, fake: &FakePostgres) {
+    let fake = fake.clone();
+    sim.host(ORIGIN_HOST, move || {
+        let fake = fake.clone();
+        async move {
+            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", ORIGIN_PORT)).await?;
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let fake = fake.clone();
+                tokio::spawn(async move { fake.serve_connection(stream).await });
+            }
+        }
+    });
+}
+
+/// The proxy's configuration, through its own command-line parser.
+pub fn proxy_config(seed: u64, scenario: &Scenario) -> Result<ProxyConfig, String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(derive(seed, "client-secret"));
+    let secret = ScramSecret::generate(PASSWORD, &mut rng, scenario.client_scram_iterations)
+        .map_err(|e| format!("client secret: {e}"))?;
+    let args = [
+        "reference-proxy".to_string(),
+        "--origin".into(),
+        format!(
+            "postgres://{USER}:{PASSWORD}@{ORIGIN_HOST}:{ORIGIN_PORT}/{DATABASE}?sslmode=disable"
+        ),
+        "--pool-size".into(),
+        scenario.pool_size.to_string(),
+        "--acquire-timeout".into(),
+        scenario.acquire_timeout_secs.to_string(),
+        "--connect-timeout".into(),
+        scenario.connect_timeout_secs.to_string(),
+        "--statement-timeout".into(),
+        scenario.statement_timeout_secs.to_string(),
+        "--client-idle-timeout".into(),
+        scenario.client_idle_timeout_secs.to_string(),
+        "--health-check-after".into(),
+        scenario.health_check_after_secs.to_string(),
+        "--shutdown-grace".into(),
+        SHUTDOWN_GRACE.as_secs().to_string(),
+        "--auth-method".into(),
+        "scram-sha-256".into(),
+        "--client-user".into(),
+        format!("{USER}:{}", secret.to_postgres_string()),
+    ];
+    reference_proxy::config::load_from_args(args).map_err(|e| format!("proxy configuration: {e}"))
+}
+
+/// The real proxy: `build_context` with the turmoil dialer and a seeded RNG, then `serve`.
+fn add_proxy(
+    sim: &mut turmoil::Sim<'static>,
+    seed: u64,
+    scenario: &Scenario,
+    counter: Arc<SessionCounter>,
+) -> Result<(), String> {
+    let config = proxy_config(seed, scenario)?;
+    let rng_seed = derive(seed, "proxy");
+    sim.host(PROXY_HOST, move || {
+        let config = config.clone();
+        let counter = counter.clone();
+        async move {
+            let metrics = Metrics::new()?;
+            let (stop, shutdown) = watch::channel(false);
+            let dialer = Arc::new(TurmoilDialer::new(ORIGIN_HOST, ORIGIN_PORT, counter));
+            let rng = Box::new(ChaCha20Rng::seed_from_u64(rng_seed));
+            let ctx = build_context(&config, dialer, rng, metrics, shutdown)?;
+            let listener = TurmoilListener::bind(PROXY_PORT).await?;
+            serve(ctx, listener, SHUTDOWN_GRACE).await;
+            drop(stop);
+            Ok(())
+        }
+    });
+    Ok(())
+}
+
+fn client_spec(seed: u64, scenario: &Scenario, index: usize, faults: bool) -> ClientSpec {
+    ClientSpec {
+        index,
+        seed: derive(seed, &client_host(index)),
+        proxy_host: PROXY_HOST.into(),
+        user: USER.into(),
+        password: PASSWORD.into(),
+        database: DATABASE.into(),
+        accounts: scenario.accounts,
+        until: scenario.workload,
+        call_timeout: scenario.call_timeout,
+        statement_timeout: Duration::from_secs(scenario.statement_timeout_secs),
+        hostile_rate: if faults {
+            scenario.hostile_op_rate
+        } else {
+            0.0
+        },
+    }
+}
