@@ -5,6 +5,9 @@
 //! WebSocket. Prints a `psql` connection string and runs until Ctrl-C, then stops everything
 //! (the fixtures remove the database and certificates).
 
+// A demo's whole job is to print a connection string for a person to use.
+#![allow(clippy::print_stdout)]
+
 use fixtures::{Postgres, PostgresConfig, Role, TestPki};
 use rand_core::SeedableRng;
 use reference_proxy::config::load_from_args;
