@@ -74,6 +74,24 @@ pub fn tls_server_end_point(certificate: &X509) -> Option<Vec<u8>> {
     certificate.digest(digest).ok().map(|bytes| bytes.to_vec())
 }
 
+/// A server-side acceptor (Mozilla's intermediate profile, no ALPN) from a PEM certificate
+/// chain and its private key; shared by the proxy's client TLS and the tunnel edge.
+pub fn server_acceptor(cert: &Path, key: &Path) -> Result<SslAcceptor, TlsError> {
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    builder
+        .set_certificate_chain_file(cert)
+        .map_err(load_error("certificate", cert))?;
+    builder
+        .set_private_key_file(key, SslFiletype::PEM)
+        .map_err(load_error("private key", key))?;
+    builder.check_private_key().map_err(load_error(
+        "private key (does not match the certificate)",
+        key,
+    ))?;
+    Ok(builder.build())
+}
+
 /// The proxy's TLS for its own clients.
 #[derive(Clone)]
 pub struct ClientTls {
@@ -84,18 +102,7 @@ pub struct ClientTls {
 impl ClientTls {
     /// Loads a PEM certificate chain and private key.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
-            .map_err(|e| TlsError::Setup(e.to_string()))?;
-        builder
-            .set_certificate_chain_file(cert)
-            .map_err(load_error("certificate", cert))?;
-        builder
-            .set_private_key_file(key, SslFiletype::PEM)
-            .map_err(load_error("private key", key))?;
-        builder.check_private_key().map_err(load_error(
-            "private key (does not match the certificate)",
-            key,
-        ))?;
+        let acceptor = server_acceptor(cert, key)?;
         let pem = std::fs::read(cert).map_err(|e| TlsError::Load {
             what: "certificate",
             path: cert.to_path_buf(),
@@ -106,7 +113,7 @@ impl ClientTls {
             .as_ref()
             .and_then(tls_server_end_point);
         Ok(ClientTls {
-            acceptor: builder.build(),
+            acceptor,
             end_point,
         })
     }

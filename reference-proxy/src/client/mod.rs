@@ -320,24 +320,8 @@ impl Client<'_> {
     /// could be had; the client got an error for this request and the session goes on.
     async fn attach(&mut self, first: &FrontendMessage) -> Result<bool, End> {
         match self.ctx.pool.acquire().await {
-            Ok(mut lent) => {
-                self.ctx.metrics.transactions_total.inc();
-                let cancels = Arc::new(ActiveCancels::default());
-                if let Some(origin_key) = lent.connection.backend_key().cloned() {
-                    let target = CancelTarget {
-                        origin_key,
-                        active: cancels.clone(),
-                    };
-                    self.ctx.cancels.set_target(self.pid, Some(target));
-                }
-                tracing::debug!(
-                    origin_connection = lent.connection.id(),
-                    "origin connection attached"
-                );
-                self.session
-                    .attach(&mut lent.connection, &mut self.out)
-                    .map_err(|error| self.session_failed(error))?;
-                self.attached = Some(Attached { lent, cancels });
+            Ok(lent) => {
+                self.attach_lent(lent)?;
                 Ok(true)
             }
             Err(error) => {

@@ -8,7 +8,9 @@ use crate::session::{quote_identifier, quote_literal};
 use crate::stream::BoxedStream;
 use bytes::BytesMut;
 use elephant_auth::AuthMethod;
-use elephant_protocol::startup::{ServerAuthConfig, ServerHandshake, ServerStep};
+use elephant_protocol::startup::{
+    InvalidOption, ServerAuthConfig, ServerHandshake, ServerStep, parse_startup_options,
+};
 use elephant_protocol::{
     BackendKeyData, BackendMessage, ErrorFields, FrontendDecoder, FrontendMessage, PgString,
     StartupMessage, TransactionStatus,
@@ -112,7 +114,16 @@ pub async fn start_client(
     };
     let user = check_startup(ctx, &mut stream, &startup, tls).await?;
     authenticate(ctx, &mut stream, &mut buffer, &mut decoder, &startup, tls).await?;
-    let settings = client_settings(&startup);
+    let settings = match client_settings(&startup) {
+        Ok(settings) => settings,
+        Err(error) => {
+            return Err(refuse(
+                &mut stream,
+                fatal(InvalidOption::SQLSTATE, error.to_string()),
+            )
+            .await);
+        }
+    };
     let parameters = match session_parameters(ctx, &settings).await {
         Ok(parameters) => parameters,
         Err(fields) => return Err(refuse(&mut stream, fields).await),
@@ -290,7 +301,7 @@ fn error_fields(message: &BackendMessage) -> ErrorFields {
 
 /// The client's session settings: startup parameters that are GUCs, plus `-c name=value`
 /// (and `--name=value`) from `options`.
-pub fn client_settings(startup: &StartupMessage) -> Vec<(String, String)> {
+pub fn client_settings(startup: &StartupMessage) -> Result<Vec<(String, String)>, InvalidOption> {
     let mut settings = Vec::new();
     for (name, value) in &startup.parameters {
         let name = name.to_string();
@@ -300,44 +311,9 @@ pub fn client_settings(startup: &StartupMessage) -> Vec<(String, String)> {
         settings.push((name, value.to_string()));
     }
     if let Some(options) = startup.parameter("options") {
-        settings.extend(parse_options(&options.to_string()));
+        settings.extend(parse_startup_options(&options.to_string())?);
     }
-    settings
-}
-
-/// Parses libpq `options` (`-c name=value`, `--name=value`, backslash-escaped spaces).
-fn parse_options(options: &str) -> Vec<(String, String)> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut chars = options.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => word.extend(chars.next()),
-            c if c.is_whitespace() => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            c => word.push(c),
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    let mut settings = Vec::new();
-    let mut iter = words.into_iter();
-    while let Some(word) = iter.next() {
-        let assignment = match word.as_str() {
-            "-c" => iter.next(),
-            w if w.starts_with("--") => Some(w[2..].to_string()),
-            w if w.starts_with("-c") => Some(w[2..].to_string()),
-            _ => None,
-        };
-        if let Some((name, value)) = assignment.as_deref().and_then(|a| a.split_once('=')) {
-            settings.push((name.replace('-', "_"), value.to_string()));
-        }
-    }
-    settings
+    Ok(settings)
 }
 
 /// Settings whose reported value can be predicted without asking the origin.
@@ -468,19 +444,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_are_parsed_like_postgres() {
-        assert_eq!(
-            parse_options("-c search_path=app -csynchronous_commit=off --work-mem=64MB -c a=b\\ c"),
-            vec![
-                ("search_path".to_string(), "app".to_string()),
-                ("synchronous_commit".to_string(), "off".to_string()),
-                ("work_mem".to_string(), "64MB".to_string()),
-                ("a".to_string(), "b c".to_string()),
-            ]
-        );
-    }
-
-    #[test]
     fn settings_exclude_connection_parameters() {
         let startup = StartupMessage::new([
             ("user", "u"),
@@ -490,7 +453,7 @@ mod tests {
             ("options", "-c TimeZone=UTC"),
         ]);
         assert_eq!(
-            client_settings(&startup),
+            client_settings(&startup).expect("valid options"),
             vec![
                 ("application_name".into(), "app".into()),
                 ("TimeZone".into(), "UTC".into())

@@ -6,8 +6,9 @@
 //! it here. Plain mode (no [`EdgeTls`]) exists for the simulator, whose network has no TLS.
 
 use crate::error::{HandshakeError, TlsSetupError};
-use boring::ssl::{SslAcceptor, SslFiletype, SslMethod};
+use boring::ssl::SslAcceptor;
 use reference_proxy::stream::BoxedStream;
+use reference_proxy::tls::{TlsError, server_acceptor};
 use std::path::Path;
 
 /// A TLS acceptor for the edge's clients.
@@ -23,23 +24,14 @@ impl std::fmt::Debug for EdgeTls {
 }
 
 impl EdgeTls {
-    /// Loads a PEM certificate chain and its private key.
+    /// Loads a PEM certificate chain and its private key (the proxy's loader: one place
+    /// decides how the workspace terminates TLS).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsSetupError> {
-        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
-            .map_err(|e| TlsSetupError::Setup(e.to_string()))?;
-        builder
-            .set_certificate_chain_file(cert)
-            .map_err(load_error("certificate", cert))?;
-        builder
-            .set_private_key_file(key, SslFiletype::PEM)
-            .map_err(load_error("private key", key))?;
-        builder.check_private_key().map_err(load_error(
-            "private key (does not match the certificate)",
-            key,
-        ))?;
-        Ok(EdgeTls {
-            acceptor: builder.build(),
-        })
+        let acceptor = server_acceptor(cert, key).map_err(|error| match error {
+            TlsError::Load { what, path, detail } => TlsSetupError::Load { what, path, detail },
+            other => TlsSetupError::Setup(other.to_string()),
+        })?;
+        Ok(EdgeTls { acceptor })
     }
 
     /// Wraps an acceptor built elsewhere (it should offer no ALPN, like the real edge).
@@ -53,17 +45,5 @@ impl EdgeTls {
             .await
             .map_err(|e| HandshakeError::Tls(e.to_string()))?;
         Ok(Box::new(tls))
-    }
-}
-
-fn load_error(
-    what: &'static str,
-    path: &Path,
-) -> impl FnOnce(boring::error::ErrorStack) -> TlsSetupError {
-    let path = path.to_path_buf();
-    move |error| TlsSetupError::Load {
-        what,
-        path,
-        detail: error.to_string(),
     }
 }

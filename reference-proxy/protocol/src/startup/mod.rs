@@ -14,9 +14,11 @@
 //! (SSLRequest) is the caller's business because it changes the stream, not the messages.
 
 mod client;
+mod options;
 mod server;
 
 pub use client::{
     ClientHandshake, ClientHandshakeConfig, ClientStep, HandshakeError, ServerSession,
 };
+pub use options::{InvalidOption, parse_startup_options};
 pub use server::{ServerAuthConfig, ServerHandshake, ServerHandshakeError, ServerStep};
