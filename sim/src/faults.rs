@@ -88,6 +88,8 @@ pub enum FaultKind {
     Cancel,
     /// A client ran a query near or past the statement timeout (workload).
     SlowQuery,
+    /// A client changed its session settings with a prepared SET (workload).
+    SessionState,
 }
 
 impl FaultKind {
@@ -102,6 +104,7 @@ impl FaultKind {
             FaultKind::ClientVanished => "client vanished",
             FaultKind::Cancel => "cancel",
             FaultKind::SlowQuery => "slow query",
+            FaultKind::SessionState => "prepared SET",
         }
     }
 }

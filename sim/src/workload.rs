@@ -30,7 +30,8 @@ pub const TRANSFER_ID_STRIDE: i64 = 1_000_000;
 /// Largest amount moved by one transfer.
 pub const MAX_AMOUNT: i32 = 20;
 /// Delay range before a client cancels its own slow query.
-pub const CANCEL_DELAY: (u64, u64) = (20, 800);
+/// (Some cancels arrive after the query ended: they must then hit nothing.)
+pub const CANCEL_DELAY: (u64, u64) = (20, 2500);
 
 /// The SQL the clients send.
 pub mod sql {
@@ -43,11 +44,25 @@ pub mod sql {
         "INSERT INTO transfers (id, from_id, to_id, amount) VALUES ($1, $2, $3, $4)";
     /// Which origin backend serves us.
     pub const PID: &str = "SELECT pg_backend_pid()";
-    /// Who the origin thinks we are.
-    pub const WHOAMI: &str = "SELECT current_setting('application_name')";
+    /// Who the origin thinks we are, and the statement timeout it applies.
+    pub const WHOAMI: &str =
+        "SELECT current_setting('application_name'), current_setting('statement_timeout')";
+    /// What a hostile client prepares and runs later, on whatever connection it then has.
+    pub const SET_TIMEOUT: &str = "SET statement_timeout = '1234ms'";
     /// Echo a value through a prepared statement.
     pub const ECHO: &str = "SELECT $1::text";
+    /// Every account, for portal fetches.
+    pub const ACCOUNTS: &str = "SELECT id, balance FROM accounts ORDER BY id";
 }
+
+/// `application_name` of the odd clients.
+pub const SHARED_APPLICATION_NAME: &str = "shared-app";
+
+/// A slow query shorter than the statement timeout by this much must not time out.
+pub const TIMEOUT_MARGIN: Duration = Duration::from_millis(200);
+
+/// Rows per Execute when a client fetches through a portal.
+pub const PORTAL_BATCH: i32 = 2;
 
 /// What one client needs to know.
 #[derive(Debug, Clone)]
@@ -66,6 +81,8 @@ pub struct ClientSpec {
     pub database: String,
     /// Accounts `1..=accounts` exist.
     pub accounts: i32,
+    /// What each account held at the start.
+    pub initial_balance: i64,
     /// Start operations until this simulated time.
     pub until: Duration,
     /// Bound of every call.
@@ -77,9 +94,25 @@ pub struct ClientSpec {
 }
 
 impl ClientSpec {
-    /// The client's `application_name`.
-    pub fn application_name(&self) -> String {
+    /// What all accounts hold together.
+    pub fn total_balance(&self) -> i64 {
+        self.initial_balance * i64::from(self.accounts)
+    }
+
+    /// The client's name in traces and tokens.
+    pub fn label(&self) -> String {
         format!("client-{}", self.index)
+    }
+
+    /// The client's `application_name`: its own for even clients, one shared by all odd
+    /// clients (so that state leaking between sessions with identical settings, which the
+    /// proxy does not reset between them, is seen too).
+    pub fn application_name(&self) -> String {
+        if self.index.is_multiple_of(2) {
+            self.label()
+        } else {
+            SHARED_APPLICATION_NAME.to_string()
+        }
     }
 }
 
@@ -97,6 +130,7 @@ pub async fn run(spec: ClientSpec, log: Log) -> turmoil::Result {
         conn: None,
         op: 0,
         transfers: 0,
+        tainted: false,
     };
     while now() < client.spec.until {
         client.op += 1;
@@ -119,6 +153,7 @@ struct Conn {
     update: Option<Statement>,
     insert: Option<Statement>,
     echo: Option<Statement>,
+    set: Option<Statement>,
 }
 
 impl Conn {
@@ -144,24 +179,40 @@ enum Op {
     ReadSimple,
     WhoAmI,
     Echo,
+    ReadTyped,
+    Pipelined,
+    PortalFetch,
     Reconnect,
     SlowQuery,
+    SlowInTransaction,
     Cancel,
     Vanish,
+    VanishWhileRunning,
+    PreparedSet,
 }
 
-const OPS: [(Op, u32); 8] = [
+const OPS: [(Op, u32); 11] = [
     (Op::TransferSteps, 3),
     (Op::TransferBatch, 2),
     (Op::TransferPrepared, 3),
-    (Op::ReadPrepared, 3),
+    (Op::ReadPrepared, 2),
     (Op::ReadSimple, 1),
+    (Op::ReadTyped, 1),
+    (Op::Pipelined, 1),
+    (Op::PortalFetch, 1),
     (Op::WhoAmI, 2),
     (Op::Echo, 2),
     (Op::Reconnect, 1),
 ];
 
-const HOSTILE_OPS: [Op; 3] = [Op::SlowQuery, Op::Cancel, Op::Vanish];
+const HOSTILE_OPS: [Op; 6] = [
+    Op::SlowQuery,
+    Op::SlowInTransaction,
+    Op::Cancel,
+    Op::Vanish,
+    Op::VanishWhileRunning,
+    Op::PreparedSet,
+];
 
 /// A transfer being attempted.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +230,8 @@ struct Client {
     conn: Option<Conn>,
     op: u64,
     transfers: i64,
+    /// This client changed its own session settings (hostile SET).
+    tainted: bool,
 }
 
 /// Turns a tokio-postgres error into what the trace records.
@@ -200,6 +253,34 @@ fn classify(error: &tokio_postgres::Error) -> Outcome {
     Outcome::Client(text)
 }
 
+/// Runs `future` within `limit` and classifies how it ended.
+async fn timed<T>(
+    limit: Duration,
+    future: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    describe: impl FnOnce(&T) -> String,
+) -> (Outcome, Option<T>) {
+    match tokio::time::timeout(limit, future).await {
+        Err(_) => (Outcome::Timeout, None),
+        Ok(Ok(value)) => (Outcome::Ok(describe(&value)), Some(value)),
+        Ok(Err(error)) => (classify(&error), None),
+    }
+}
+
+/// Every value of the first row.
+fn row_values(messages: &[SimpleQueryMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
     messages.iter().find_map(|message| match message {
         SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
@@ -209,7 +290,7 @@ fn first_value(messages: &[SimpleQueryMessage]) -> Option<String> {
 
 impl Client {
     fn name(&self) -> String {
-        self.spec.application_name()
+        self.spec.label()
     }
 
     /// Runs `future` within the call timeout and records it. A call that leaves the
@@ -221,12 +302,7 @@ impl Client {
         describe: impl FnOnce(&T) -> String,
     ) -> (Outcome, Option<T>) {
         let start = now();
-        let result = tokio::time::timeout(self.spec.call_timeout, future).await;
-        let (outcome, value) = match result {
-            Err(_) => (Outcome::Timeout, None),
-            Ok(Ok(value)) => (Outcome::Ok(describe(&value)), Some(value)),
-            Ok(Err(error)) => (classify(&error), None),
-        };
+        let (outcome, value) = timed(self.spec.call_timeout, future, describe).await;
         self.record_call(what, start, outcome.clone());
         (outcome, value)
     }
@@ -274,6 +350,12 @@ impl Client {
             Op::ReadSimple => self.read_simple().await,
             Op::WhoAmI => self.who_am_i().await,
             Op::Echo => self.echo().await,
+            Op::ReadTyped => self.read_typed().await,
+            Op::Pipelined => self.pipelined().await,
+            Op::PortalFetch => self.portal_fetch().await,
+            Op::SlowInTransaction => self.slow_in_transaction().await,
+            Op::VanishWhileRunning => self.vanish_while_running().await,
+            Op::PreparedSet => self.prepared_set().await,
             Op::Reconnect => {
                 if let Some(conn) = self.conn.take() {
                     conn.close().await;
@@ -306,7 +388,7 @@ impl Client {
             .user(&self.spec.user)
             .password(&self.spec.password)
             .dbname(&self.spec.database)
-            .application_name(self.name());
+            .application_name(self.spec.application_name());
         let host = self.spec.proxy_host.clone();
         let start = now();
         let connecting = async move {
@@ -340,6 +422,7 @@ impl Client {
             update: None,
             insert: None,
             echo: None,
+            set: None,
         });
         true
     }
@@ -529,8 +612,7 @@ impl Client {
         };
         let client = conn.client.clone();
         let future = async move {
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(Param::as_sql).collect();
+            let refs: Vec<&SqlParam> = params.iter().map(Param::as_sql).collect();
             client.execute(&statement, &refs).await
         };
         self.call(what, future, |rows| format!("{rows} row(s)"))
@@ -568,15 +650,38 @@ impl Client {
         if !outcome.is_ok() {
             return;
         }
-        let seen = rows.as_deref().and_then(first_value).unwrap_or_default();
-        self.log.checked(Invariant::SessionIsolation);
-        if seen != self.name() {
-            let detail = format!(
-                "{} asked for its application_name and got \"{seen}\"",
-                self.name()
-            );
-            self.observe(Invariant::SessionIsolation, detail);
+        let values = rows.as_deref().map(row_values).unwrap_or_default();
+        let expected = [
+            self.spec.application_name(),
+            crate::fake_pg::show_milliseconds(self.spec.statement_timeout.as_millis() as u64),
+        ];
+        let checked = if self.tainted { 1 } else { 2 };
+        for (index, want) in expected.iter().enumerate().take(checked) {
+            let seen = values.get(index).cloned().unwrap_or_default();
+            self.log.checked(Invariant::SessionIsolation);
+            if &seen != want {
+                let detail = format!(
+                    "{} expected {want:?} from `{}` (column {}) and got {seen:?}",
+                    self.name(),
+                    sql::WHOAMI,
+                    index + 1
+                );
+                self.observe(Invariant::SessionIsolation, detail);
+            }
         }
+    }
+
+    /// Prepares a SET in one transaction and runs it in a later one, on whichever
+    /// connection the client then has. Afterwards this client's own settings are its
+    /// business; nobody else may ever see them.
+    async fn prepared_set(&mut self) {
+        self.log.hostile(FaultKind::SessionState);
+        let Some(set) = self.prepared(|c| &mut c.set, sql::SET_TIMEOUT).await else {
+            return;
+        };
+        self.tainted = true;
+        self.execute(format!("execute `{}`", sql::SET_TIMEOUT), set, Vec::new())
+            .await;
     }
 
     /// A value sent through a prepared statement must come back to its sender.
@@ -616,6 +721,19 @@ impl Client {
         let too_long = Duration::from_millis(millis) > self.spec.statement_timeout;
         if too_long && !outcome.connection_lost() {
             self.log.checked(Invariant::StatementTimeout);
+        }
+        let early = Duration::from_millis(millis) + TIMEOUT_MARGIN < self.spec.statement_timeout;
+        if early && !self.tainted && !outcome.connection_lost() {
+            self.log.checked(Invariant::StatementTimeout);
+            if outcome.code() == Some("57014")
+                && !matches!(&outcome, Outcome::Db { message, .. } if message == crate::invariants::USER_CANCEL_MESSAGE)
+            {
+                let detail = format!(
+                    "{} was stopped after {millis} ms of sleep although the statement timeout is {limit} ms (a setting leaked into its session?)",
+                    self.name()
+                );
+                self.observe(Invariant::StatementTimeout, detail);
+            }
         }
         if outcome.is_ok() && too_long {
             let detail = format!(
@@ -682,10 +800,215 @@ impl Client {
         self.record(t, Fate::Aborted);
     }
 
+    /// A read through the unnamed statement (Parse, Bind, Execute, Sync in one round trip).
+    async fn read_typed(&mut self) {
+        let id = self.rng.gen_range(1..=self.spec.accounts);
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let client = conn.client.clone();
+        let future = async move {
+            client
+                .query_typed(sql::READ, &[(&id, tokio_postgres::types::Type::INT4)])
+                .await
+        };
+        self.call(format!("read balance {id} (unnamed)"), future, |rows| {
+            rows.first()
+                .map(|r| r.get::<_, i32>(0).to_string())
+                .unwrap_or_else(|| "no row".into())
+        })
+        .await;
+    }
+
+    /// Two reads and an echo in flight at once on one connection.
+    async fn pipelined(&mut self) {
+        let read = self.prepared(|c| &mut c.read, sql::READ).await;
+        let echo = self.prepared(|c| &mut c.echo, sql::ECHO).await;
+        let (Some(read), Some(echo), Some(conn)) = (read, echo, self.conn.as_ref()) else {
+            return;
+        };
+        let (a, b) = (
+            self.rng.gen_range(1..=self.spec.accounts),
+            self.rng.gen_range(1..=self.spec.accounts),
+        );
+        let token = format!("{}-pipelined-{}", self.name(), self.op);
+        let sent = token.clone();
+        let client = conn.client.clone();
+        let future = async move {
+            let first_params: [&SqlParam; 1] = [&a];
+            let second_params: [&SqlParam; 1] = [&b];
+            let echo_params: [&SqlParam; 1] = [&sent];
+            let (first, second, echoed) = tokio::join!(
+                client.query_opt(&read, &first_params),
+                client.query_opt(&read, &second_params),
+                client.query_one(&echo, &echo_params),
+            );
+            Ok((first?, second?, echoed?.get::<_, String>(0)))
+        };
+        let (_, value) = self
+            .call(
+                format!("pipelined reads {a}, {b} and echo"),
+                future,
+                |(x, y, e)| {
+                    let show = |row: &Option<tokio_postgres::Row>| {
+                        row.as_ref()
+                            .map_or("no row".to_string(), |r| r.get::<_, i32>(0).to_string())
+                    };
+                    format!("{} {} {e}", show(x), show(y))
+                },
+            )
+            .await;
+        if let Some((_, _, echoed)) = value {
+            self.log.checked(Invariant::SessionIsolation);
+            if echoed != token {
+                let detail = format!(
+                    "{} pipelined \"{token}\" and got back \"{echoed}\"",
+                    self.name()
+                );
+                self.observe(Invariant::SessionIsolation, detail);
+            }
+        }
+    }
+
+    /// In a transaction, all accounts through a portal, [`PORTAL_BATCH`] rows per Execute
+    /// (PortalSuspended in between); they must add up to the bank's total.
+    async fn portal_fetch(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let start = now();
+        let (outcome, value) = match Rc::get_mut(&mut conn.client) {
+            Some(client) => {
+                timed(
+                    self.spec.call_timeout,
+                    fetch_all(client),
+                    |(rows, sum, fetches)| format!("{rows} rows in {fetches} fetches, sum {sum}"),
+                )
+                .await
+            }
+            None => (Outcome::Client("connection is shared".into()), None),
+        };
+        self.conn = Some(conn);
+        self.record_call("portal fetch of all accounts", start, outcome);
+        if let Some((rows, sum, _)) = value {
+            let total = self.spec.total_balance();
+            self.log.checked(Invariant::BalanceConserved);
+            if sum != total || rows != self.spec.accounts as usize {
+                let detail = format!(
+                    "{} read {rows} accounts holding {sum} in one transaction; the bank holds {total} in {}",
+                    self.name(),
+                    self.spec.accounts
+                );
+                self.observe(Invariant::BalanceConserved, detail);
+            }
+        }
+    }
+
+    /// A transfer whose transaction runs into the statement timeout; the client then ends it
+    /// with COMMIT (which must report ROLLBACK) or ROLLBACK. Nothing may be committed.
+    async fn slow_in_transaction(&mut self) {
+        self.log.hostile(FaultKind::SlowQuery);
+        let t = self.new_transfer();
+        let seconds = self.spec.statement_timeout.as_secs_f64() * 1.5;
+        let steps = [
+            "BEGIN".to_string(),
+            format!(
+                "UPDATE accounts SET balance = balance - {} WHERE id = {}",
+                t.amount, t.from
+            ),
+            format!(
+                "INSERT INTO transfers VALUES ({}, {}, {}, {})",
+                t.id, t.from, t.to, t.amount
+            ),
+            format!("SELECT pg_sleep({seconds:.3})"),
+        ];
+        for statement in &steps {
+            let (outcome, _) = self.simple(statement).await;
+            if statement.starts_with("SELECT pg_sleep") && !outcome.connection_lost() {
+                self.log.checked(Invariant::StatementTimeout);
+                if outcome.is_ok() {
+                    let detail = format!(
+                        "{} slept {seconds:.3} s in a transaction past the statement timeout",
+                        self.name()
+                    );
+                    self.observe(Invariant::StatementTimeout, detail);
+                }
+            }
+            if !outcome.is_ok() {
+                break;
+            }
+        }
+        if self.conn.is_some() {
+            let end = if self.rng.gen_bool(0.5) {
+                "COMMIT"
+            } else {
+                "ROLLBACK"
+            };
+            self.simple(end).await;
+        }
+        self.record(t, Fate::Aborted);
+    }
+
+    /// BEGIN, a write, a long statement; the client vanishes while it runs.
+    async fn vanish_while_running(&mut self) {
+        self.log.hostile(FaultKind::ClientVanished);
+        let t = self.new_transfer();
+        let insert = format!(
+            "INSERT INTO transfers VALUES ({}, {}, {}, {})",
+            t.id, t.from, t.to, t.amount
+        );
+        let mut ok = true;
+        for statement in ["BEGIN", insert.as_str()] {
+            ok = ok && self.simple(statement).await.0.is_ok();
+        }
+        if ok && let Some(conn) = self.conn.as_ref() {
+            let client = conn.client.clone();
+            let patience = Duration::from_millis(self.rng.gen_range(10..=500));
+            let seconds = self.spec.statement_timeout.as_secs_f64() * 0.6;
+            let sleep = format!("SELECT pg_sleep({seconds:.3})");
+            let _ = tokio::time::timeout(patience, client.simple_query(&sleep)).await;
+        }
+        if let Some(conn) = self.conn.take() {
+            conn.vanish();
+        }
+        self.log.line(
+            now(),
+            format!("{} vanished while a statement ran", self.name()),
+        );
+        self.record(t, Fate::Aborted);
+    }
+
     fn observe(&self, invariant: Invariant, detail: String) {
         self.log.observe(now(), Observation { invariant, detail });
     }
 }
+
+/// BEGIN, a portal over every account fetched [`PORTAL_BATCH`] rows at a time, COMMIT:
+/// (rows, sum of balances, Executes).
+async fn fetch_all(
+    client: &mut tokio_postgres::Client,
+) -> Result<(usize, i64, usize), tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    let portal = transaction.bind(sql::ACCOUNTS, &[]).await?;
+    let (mut rows, mut sum, mut fetches) = (0, 0i64, 0);
+    loop {
+        let batch = transaction.query_portal(&portal, PORTAL_BATCH).await?;
+        fetches += 1;
+        rows += batch.len();
+        sum += batch
+            .iter()
+            .map(|r| i64::from(r.get::<_, i32>(1)))
+            .sum::<i64>();
+        if batch.len() < PORTAL_BATCH as usize {
+            break;
+        }
+    }
+    transaction.commit().await?;
+    Ok((rows, sum, fetches))
+}
+
+/// A query parameter as tokio-postgres takes it.
+type SqlParam = dyn tokio_postgres::types::ToSql + Sync;
 
 /// A parameter value for the prepared writes.
 #[derive(Debug, Clone, Copy)]
@@ -695,7 +1018,7 @@ enum Param {
 }
 
 impl Param {
-    fn as_sql(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+    fn as_sql(&self) -> &SqlParam {
         match self {
             Param::Int(value) => value,
             Param::Big(value) => value,

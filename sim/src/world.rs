@@ -261,6 +261,7 @@ fn client_spec(seed: u64, scenario: &Scenario, index: usize, faults: bool) -> Cl
         password: PASSWORD.into(),
         database: DATABASE.into(),
         accounts: scenario.accounts,
+        initial_balance: scenario.initial_balance,
         until: scenario.workload,
         call_timeout: scenario.call_timeout,
         statement_timeout: Duration::from_secs(scenario.statement_timeout_secs),

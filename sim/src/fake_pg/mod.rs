@@ -67,7 +67,7 @@ mod types;
 
 pub use bank::{Bank, MAX_TRANSFERS, Transfer};
 pub use error::PgError;
-pub use settings::SERVER_VERSION;
+pub use settings::{SERVER_VERSION, show_milliseconds};
 pub use sql::{Statement, parse_query};
 
 use elephant_auth::{AuthMethod, ScramSecret, StoredPassword, md5_stored};
