@@ -15,6 +15,8 @@ use crate::trace::{Collected, Log};
 use crate::workload::{self, ClientSpec, PROXY_PORT};
 use elephant_auth::ScramSecret;
 use elephant_protocol::display::fnv1a_64;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use rand::SeedableRng;
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use reference_proxy::config::ProxyConfig;
@@ -163,7 +165,7 @@ fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, scenario: &Scenario) 
     }
 }
 
-fn origin_config(seed: u64, scenario: &Scenario) -> FakePgConfig {
+pub fn origin_config(seed: u64, scenario: &Scenario) -> FakePgConfig {
     FakePgConfig {
         user: USER.into(),
         password: PASSWORD.into(),
@@ -177,19 +179,30 @@ fn origin_config(seed: u64, scenario: &Scenario) -> FakePgConfig {
 }
 
 /// The fake origin: accepts connections until the host crashes; restarts keep the bank.
-fn add_origin(sim: &mut turmoil::Sim<'static>, fake: &FakePostgres) {
+///
+/// Sessions run inside the host's own future (a `FuturesUnordered`), not as separate tokio
+/// tasks: when turmoil crashes the host it drops them in the order they were accepted,
+/// whereas tokio would drop spawned tasks in an order derived from process-wide task ids,
+/// which differs between two runs of a seed in one process.
+pub fn add_origin(sim: &mut turmoil::Sim<'static>, fake: &FakePostgres) {
     let fake = fake.clone();
-    sim.host(ORIGIN_HOST, move || {
-        let fake = fake.clone();
-        async move {
-            let listener = turmoil::net::TcpListener::bind(("0.0.0.0", ORIGIN_PORT)).await?;
-            loop {
-                let (stream, _) = listener.accept().await?;
+    sim.host(ORIGIN_HOST, move || serve_origin(fake.clone()));
+}
+
+async fn serve_origin(fake: FakePostgres) -> turmoil::Result {
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", ORIGIN_PORT)).await?;
+    let mut sessions = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
                 let fake = fake.clone();
-                tokio::spawn(async move { fake.serve_connection(stream).await });
+                sessions.push(async move { fake.serve_connection(stream).await });
             }
+            Some(()) = sessions.next(), if !sessions.is_empty() => {}
         }
-    });
+    }
 }
 
 /// The proxy's configuration, through its own command-line parser.
@@ -226,7 +239,7 @@ pub fn proxy_config(seed: u64, scenario: &Scenario) -> Result<ProxyConfig, Strin
 }
 
 /// The real proxy: `build_context` with the turmoil dialer and a seeded RNG, then `serve`.
-fn add_proxy(
+pub fn add_proxy(
     sim: &mut turmoil::Sim<'static>,
     seed: u64,
     scenario: &Scenario,
