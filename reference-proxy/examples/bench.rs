@@ -7,12 +7,17 @@
 //!    the proxy (pool 8, on its own 2-worker runtime), as TPS and ratios;
 //! 2. time to first row of a new client connection when the origin is 20 ms away (a delay
 //!    relay, 10 ms each way): a direct SCRAM+TLS login versus a fresh client of a proxy whose
-//!    pool is already warm.
+//!    pool is already warm;
+//! 3. the WebSocket tunnel's cost (module `tunnel`): on a TLS-enabled cluster, the same proxy
+//!    configuration with Postgres TLS straight over TCP versus inside the tunnel
+//!    (TLS(WebSocket(TLS)) through the in-process tunnel edge): `pgbench -S` simple and
+//!    prepared, and bulk COPY out and in (100 MB, 20 MB with `--quick`) as MB/s, against the
+//!    issue's target of tunnel ≥ 0.7× direct TLS.
 //!
 //! Next to the TPS it reads CPU time from /proc (pgbench, the Postgres cluster, the pooler, and
 //! busy time elsewhere on the machine), so a slow pooler shows whether it ran out of CPU or
-//! waited, and a noisy run (other load on the machine) shows as such. The two phases use
-//! separate clusters: PgBouncer's fixture speaks TLS to a TLS-enabled cluster, which would
+//! waited, and a noisy run (other load on the machine) shows as such. The phases use separate
+//! clusters: PgBouncer's fixture speaks TLS to a TLS-enabled cluster, which would
 //! make its pgbench runs unlike the proxy's plain ones.
 //!
 //! It prints a table and one MET / MISSED line per target, and exits 0 whether or not the
@@ -21,8 +26,8 @@
 //!
 //! `cargo run --release -p reference-proxy --example bench [-- --quick]`; env `BENCH_SECONDS`
 //! sets the length of each pgbench run (default 10, 2 with `--quick`), `--quick` also cuts the
-//! connection timings from 30 to 10 runs. `RUST_LOG` sets the proxy's log filter (default
-//! `warn`, to stderr).
+//! connection timings from 30 to 10 runs and the COPYs to one run of 20 MB (else three of
+//! 100 MB, median). `RUST_LOG` sets the proxy's log filter (default `warn`, to stderr).
 
 #![allow(clippy::print_stdout)] // A benchmark's job is to print its results.
 
@@ -36,6 +41,8 @@ mod proxy;
 mod relay;
 #[path = "bench/ttfr.rs"]
 mod ttfr;
+#[path = "bench/tunnel.rs"]
+mod tunnel;
 
 use fixtures::{PgBouncer, PgBouncerConfig, Postgres, PostgresConfig, Role, TestPki};
 use pgbench::Outcome;
@@ -69,6 +76,10 @@ const TTFR_TARGET: f64 = 5.0;
 struct Options {
     seconds: u64,
     ttfr_runs: usize,
+    /// Size of each bulk COPY in the tunnel comparison, in MB.
+    copy_megabytes: usize,
+    /// COPY runs per path and direction.
+    copy_runs: usize,
 }
 
 impl Options {
@@ -93,6 +104,8 @@ impl Options {
         Ok(Options {
             seconds,
             ttfr_runs: if quick { 10 } else { 30 },
+            copy_megabytes: if quick { 20 } else { 100 },
+            copy_runs: if quick { 1 } else { 3 },
         })
     }
 }
@@ -227,11 +240,14 @@ struct TtfrResults {
 fn run(options: &Options) -> Result<String, String> {
     // The proxy gets 2 workers like a small deployment; the harness (relay, timing clients)
     // has its own single worker so it never runs on the proxy's threads.
+    // The tunnel edge (standing in for Cloudflare and cloudflared) gets its own 2 workers.
     let proxy_runtime = runtime(2, PROXY_THREADS)?;
-    let bench_runtime = runtime(1, "bench")?;
+    let bench_runtime = runtime(1, tunnel::BENCH_THREADS)?;
+    let edge_runtime = runtime(2, tunnel::EDGE_THREADS)?;
     let pgbench = pgbench_phase(options, &proxy_runtime)?;
     let ttfr = ttfr_phase(options, &proxy_runtime, &bench_runtime)?;
-    Ok(report(options, &pgbench, &ttfr))
+    let tunnel = tunnel::phase(options, &proxy_runtime, &edge_runtime, &bench_runtime)?;
+    Ok(report(options, &pgbench, &ttfr, &tunnel))
 }
 
 fn pgbench_phase(options: &Options, proxy_runtime: &Runtime) -> Result<PgbenchResults, String> {
@@ -261,7 +277,7 @@ fn pgbench_phase(options: &Options, proxy_runtime: &Runtime) -> Result<PgbenchRe
     };
     progress("starting the proxy");
     let origin = format!("{}?sslmode=disable", pg.url(Role::Scram));
-    let proxy = RunningProxy::start(proxy_runtime, &origin, POOL_SIZE, None)
+    let proxy = RunningProxy::start(proxy_runtime, &origin, POOL_SIZE, &[], None)
         .map_err(|e| format!("proxy: {e}"))?;
 
     let bouncer_pid = bouncer
@@ -343,7 +359,7 @@ fn ttfr_phase(
     let login = origin_login(&config).map_err(|e| format!("origin TLS: {e}"))?;
     let connector = OriginConnector::new(dialer.clone(), login);
 
-    let proxy = RunningProxy::start(proxy_runtime, &origin, POOL_SIZE, Some(dialer))
+    let proxy = RunningProxy::start(proxy_runtime, &origin, POOL_SIZE, &[], Some(dialer))
         .map_err(|e| format!("proxy: {e}"))?;
     let conninfo = format!(
         "host=127.0.0.1 port={} user={} password={} dbname={} sslmode=disable",
@@ -427,7 +443,12 @@ fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
-fn report(options: &Options, pgbench: &PgbenchResults, ttfr: &TtfrResults) -> String {
+fn report(
+    options: &Options,
+    pgbench: &PgbenchResults,
+    ttfr: &TtfrResults,
+    tunnel: &tunnel::TunnelResults,
+) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut out = String::new();
     let _ = writeln!(
@@ -514,6 +535,8 @@ fn report(options: &Options, pgbench: &PgbenchResults, ttfr: &TtfrResults) -> St
         );
     }
 
+    tunnel::section(&mut out, tunnel);
+
     let row = |mode: &str| pgbench.rows.iter().find(|(m, _)| *m == mode);
     let versus_bouncer = |mode: &str| {
         row(mode).and_then(|(_, [_, bounced, proxied])| ratio(&proxied.outcome, &bounced.outcome))
@@ -541,6 +564,26 @@ fn report(options: &Options, pgbench: &PgbenchResults, ttfr: &TtfrResults) -> St
             "new-connection time to first row ≥ 5× faster",
             speedup,
             TTFR_TARGET,
+        ),
+        (
+            "tunnel ≥ 0.7× direct TLS (COPY out)",
+            tunnel::ratio_of(tunnel, "COPY out"),
+            tunnel::TUNNEL_TARGET,
+        ),
+        (
+            "tunnel ≥ 0.7× direct TLS (COPY in)",
+            tunnel::ratio_of(tunnel, "COPY in"),
+            tunnel::TUNNEL_TARGET,
+        ),
+        (
+            "tunnel ≥ 0.7× direct TLS (pgbench simple)",
+            tunnel::ratio_of(tunnel, "pgbench -S simple"),
+            tunnel::TUNNEL_TARGET,
+        ),
+        (
+            "tunnel ≥ 0.7× direct TLS (pgbench prepared)",
+            tunnel::ratio_of(tunnel, "pgbench -S prepared"),
+            tunnel::TUNNEL_TARGET,
         ),
     ] {
         let shown = value.map_or_else(|| "-".to_string(), |v| format!("{v:.2}×"));

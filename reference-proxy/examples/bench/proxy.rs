@@ -4,8 +4,8 @@ use rand_core::SeedableRng;
 use reference_proxy::config::load_from_args;
 use reference_proxy::context::ProxyContext;
 use reference_proxy::metrics::Metrics;
-use reference_proxy::server::{build_context, serve};
-use reference_proxy::stream::{Dialer, TcpDialer};
+use reference_proxy::server::{build_context, origin_dialer, serve};
+use reference_proxy::stream::Dialer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +24,19 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
-    /// Starts a proxy on `runtime` for the origin URL `origin`, pool of `pool_size`, reaching
-    /// the origin through `dialer` (plain TCP to the URL's host and port when `None`).
+    /// Starts a proxy on `runtime` for the origin URL `origin`, pool of `pool_size`, with the
+    /// `extra` command-line flags (e.g. `--tunnel ...`), reaching the origin through `dialer`
+    /// (when `None`, the dialer the flags ask for, as the binary builds it: plain TCP to the
+    /// URL's host and port, or the WebSocket tunnel).
     pub fn start(
         runtime: &Runtime,
         origin: &str,
         pool_size: usize,
+        extra: &[&str],
         dialer: Option<Arc<dyn Dialer>>,
     ) -> Result<RunningProxy, String> {
         let pool_size = pool_size.to_string();
-        let config = load_from_args([
+        let mut args = vec![
             "reference-proxy",
             "--origin",
             origin,
@@ -41,14 +44,13 @@ impl RunningProxy {
             "127.0.0.1:0",
             "--pool-size",
             &pool_size,
-        ])
-        .map_err(|e| e.to_string())?;
-        let dialer = dialer.unwrap_or_else(|| {
-            Arc::new(TcpDialer::new(
-                config.origin.host.clone(),
-                config.origin.port,
-            ))
-        });
+        ];
+        args.extend_from_slice(extra);
+        let config = load_from_args(args).map_err(|e| e.to_string())?;
+        let dialer = match dialer {
+            Some(dialer) => dialer,
+            None => origin_dialer(&config).map_err(|e| e.to_string())?,
+        };
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
