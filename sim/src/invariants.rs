@@ -322,3 +322,183 @@ fn check_call(evidence: &Evidence<'_>, call: &CallRecord, verdict: &mut Verdict)
         _ => verdict.passed(Invariant::ExpectedErrorsOnly, 1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_pg::PendingWrites;
+    use crate::faults::{Fault, Scheduled};
+    use crate::trace::Observation;
+
+    const ACCOUNTS: i32 = 3;
+
+    fn bank_with(transfers: &[(i64, i32, i32, i32)]) -> Bank {
+        let mut bank = Bank::new(ACCOUNTS, 100);
+        for (id, from, to, amount) in transfers {
+            let mut pending = PendingWrites::default();
+            bank.update(i64::from(*from), -i64::from(*amount), &mut pending)
+                .expect("update");
+            bank.update(i64::from(*to), i64::from(*amount), &mut pending)
+                .expect("update");
+            bank.insert(
+                crate::fake_pg::Transfer {
+                    id: *id,
+                    from: *from,
+                    to: *to,
+                    amount: *amount,
+                },
+                &mut pending,
+            )
+            .expect("insert");
+            bank.commit(pending).expect("commit");
+        }
+        bank
+    }
+
+    fn record(id: i64, fate: Fate) -> TransferRecord {
+        TransferRecord {
+            id,
+            from: 1,
+            to: 2,
+            amount: 5,
+            fate,
+            client: 0,
+        }
+    }
+
+    fn call(outcome: Outcome, what: &str) -> CallRecord {
+        CallRecord {
+            client: 0,
+            what: what.into(),
+            start: Duration::from_secs(1),
+            end: Duration::from_secs(21),
+            outcome,
+        }
+    }
+
+    fn verdict(
+        collected: &Collected,
+        bank: &Bank,
+        max_sessions: usize,
+        plan: &FaultPlan,
+    ) -> Verdict {
+        check(&Evidence {
+            collected,
+            bank,
+            accounts: ACCOUNTS,
+            proxy_max_sessions: max_sessions,
+            pool_size: 2,
+            plan,
+            call_timeout: Duration::from_secs(20),
+        })
+    }
+
+    fn violated(verdict: &Verdict) -> Vec<Invariant> {
+        verdict.violations.iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn a_consistent_seed_passes() {
+        let collected = Collected {
+            transfers: vec![
+                record(1, Fate::Committed),
+                record(2, Fate::Aborted),
+                record(3, Fate::Unknown),
+            ],
+            ..Collected::default()
+        };
+        let bank = bank_with(&[(1, 1, 2, 5), (3, 1, 2, 5)]);
+        let verdict = verdict(&collected, &bank, 2, &FaultPlan::default());
+        assert!(verdict.violations.is_empty(), "{:?}", verdict.violations);
+        assert_eq!(verdict.checks.get(&Invariant::CommitDurable), Some(&1));
+    }
+
+    #[test]
+    fn lost_commits_applied_aborts_and_phantoms_are_caught() {
+        let collected = Collected {
+            transfers: vec![record(1, Fate::Committed), record(2, Fate::Aborted)],
+            ..Collected::default()
+        };
+        let bank = bank_with(&[(2, 1, 2, 5), (9, 2, 3, 1)]);
+        let found = violated(&verdict(&collected, &bank, 2, &FaultPlan::default()));
+        assert!(found.contains(&Invariant::CommitDurable));
+        assert!(found.contains(&Invariant::AbortedNotApplied));
+        assert!(found.contains(&Invariant::NoPhantomWrites));
+    }
+
+    #[test]
+    fn pool_hangs_errors_and_cancels_are_caught() {
+        let collected = Collected {
+            calls: vec![
+                call(Outcome::Timeout, "SELECT 1"),
+                call(
+                    Outcome::Db {
+                        code: "08P01".into(),
+                        severity: "FATAL".into(),
+                        message: "protocol".into(),
+                    },
+                    "SELECT 1",
+                ),
+                call(
+                    Outcome::Db {
+                        code: "57014".into(),
+                        severity: "ERROR".into(),
+                        message: USER_CANCEL_MESSAGE.into(),
+                    },
+                    "SELECT pg_sleep(1)",
+                ),
+            ],
+            observations: vec![Observation {
+                invariant: Invariant::SessionIsolation,
+                detail: "saw another session".into(),
+            }],
+            ..Collected::default()
+        };
+        let bank = bank_with(&[]);
+        let found = violated(&verdict(&collected, &bank, 3, &FaultPlan::default()));
+        for invariant in [
+            Invariant::PoolBound,
+            Invariant::NoHang,
+            Invariant::ExpectedErrorsOnly,
+            Invariant::CancelIsolation,
+            Invariant::SessionIsolation,
+        ] {
+            assert!(found.contains(&invariant), "{invariant:?} in {found:?}");
+        }
+    }
+
+    #[test]
+    fn hangs_during_lossy_partitions_are_excused() {
+        let collected = Collected {
+            calls: vec![call(Outcome::Timeout, "SELECT 1")],
+            ..Collected::default()
+        };
+        let plan = FaultPlan {
+            faults: vec![Scheduled {
+                at: Duration::from_secs(5),
+                fault: Fault::PartitionOrigin {
+                    duration: Duration::from_secs(1),
+                },
+            }],
+        };
+        let verdict = verdict(&collected, &bank_with(&[]), 1, &plan);
+        assert!(verdict.violations.is_empty());
+        assert_eq!(verdict.excused_hangs, 1);
+    }
+
+    #[test]
+    fn unbalanced_books_are_caught() {
+        let mut bank = bank_with(&[]);
+        let mut pending = PendingWrites::default();
+        bank.update(1, 7, &mut pending).expect("update");
+        bank.commit(pending).expect("commit");
+        let found = violated(&verdict(
+            &Collected::default(),
+            &bank,
+            1,
+            &FaultPlan::default(),
+        ));
+        assert!(found.contains(&Invariant::TransfersAtomic));
+        assert!(found.contains(&Invariant::BalanceConserved));
+    }
+}

@@ -50,6 +50,8 @@ pub struct SeedReport {
     pub wall_time: Duration,
     /// Client calls made.
     pub calls: usize,
+    /// Calls that did not succeed (errors, closed connections, timeouts).
+    pub failed_calls: usize,
     /// Transfers by what their client saw: committed, aborted, unknown.
     pub transfers: [u64; 3],
     /// Most origin sessions the proxy held at once.
@@ -175,6 +177,11 @@ fn simulate(seed: u64, scenario: &Scenario, faults: bool) -> SeedReport {
         sim_time: finished.sim_time,
         wall_time: Duration::ZERO,
         calls: collected.calls.len(),
+        failed_calls: collected
+            .calls
+            .iter()
+            .filter(|c| !c.outcome.is_ok())
+            .count(),
         transfers,
         proxy_max_sessions: finished.proxy_max_sessions,
         origin_max_sessions: finished.origin.max_sessions,
@@ -221,6 +228,7 @@ fn crashed(seed: u64, scenario: &Scenario, faults: bool) -> SeedReport {
         sim_time: Duration::ZERO,
         wall_time: Duration::ZERO,
         calls: 0,
+        failed_calls: 0,
         transfers: [0; 3],
         proxy_max_sessions: 0,
         origin_max_sessions: 0,

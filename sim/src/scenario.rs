@@ -56,6 +56,9 @@ pub struct Scenario {
     /// Probability that a client operation is a hostile one (abandon, cancel, slow query)
     /// when faults are on.
     pub hostile_op_rate: f64,
+    /// Hostile clients may run a prepared `SET` in a later transaction than its Parse (this
+    /// is what exposes the session-state leak described in the crate's report).
+    pub prepared_set: bool,
 }
 
 /// Extra simulated time after the workload for stragglers and the turmoil run limit.
@@ -87,6 +90,7 @@ impl Scenario {
             network_faults: (1, 4),
             lossy_faults: true,
             hostile_op_rate: 0.15,
+            prepared_set: true,
         }
     }
 

@@ -91,6 +91,8 @@ pub struct ClientSpec {
     pub statement_timeout: Duration,
     /// Probability of a hostile operation (0 when faults are off).
     pub hostile_rate: f64,
+    /// Whether the prepared-SET operation is among the hostile ones.
+    pub prepared_set: bool,
 }
 
 impl ClientSpec {
@@ -369,7 +371,11 @@ impl Client {
 
     fn choose(&mut self) -> Op {
         if self.spec.hostile_rate > 0.0 && self.rng.gen_bool(self.spec.hostile_rate) {
-            return HOSTILE_OPS[self.rng.gen_range(0..HOSTILE_OPS.len())];
+            let op = HOSTILE_OPS[self.rng.gen_range(0..HOSTILE_OPS.len())];
+            if op == Op::PreparedSet && !self.spec.prepared_set {
+                return Op::SlowQuery;
+            }
+            return op;
         }
         let total: u32 = OPS.iter().map(|(_, w)| w).sum();
         let mut pick = self.rng.gen_range(0..total);

@@ -65,7 +65,7 @@ mod sql;
 mod startup;
 mod types;
 
-pub use bank::{Bank, MAX_TRANSFERS, Transfer};
+pub use bank::{Bank, MAX_TRANSFERS, PendingWrites, Transfer};
 pub use error::PgError;
 pub use settings::{SERVER_VERSION, show_milliseconds};
 pub use sql::{Statement, parse_query};
