@@ -26,7 +26,7 @@ pub const GAP: (Duration, Duration) = (Duration::from_millis(300), Duration::fro
 pub const HOLD: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(4));
 /// How long a lossy partition lasts.
 pub const PARTITION: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-/// How long the origin stays down after a crash.
+/// How long a crashed host stays down.
 pub const DOWN: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(3));
 /// How long a latency spike lasts.
 pub const SPIKE: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(4));
@@ -60,6 +60,11 @@ pub enum Fault {
         /// Time until it restarts.
         down_for: Duration,
     },
+    /// The proxy crashes (every client and origin connection closes) and restarts empty.
+    CrashProxy {
+        /// Time until it restarts.
+        down_for: Duration,
+    },
     /// The proxy-origin link becomes slow.
     LatencySpike {
         /// How long.
@@ -82,6 +87,8 @@ pub enum FaultKind {
     CrashOrigin,
     /// [`Fault::LatencySpike`].
     LatencySpike,
+    /// [`Fault::CrashProxy`].
+    CrashProxy,
     /// A client vanished mid-transaction (workload).
     ClientVanished,
     /// A client cancelled its own query (workload).
@@ -101,6 +108,7 @@ impl FaultKind {
             FaultKind::PartitionClient => "client partition",
             FaultKind::CrashOrigin => "origin crash",
             FaultKind::LatencySpike => "latency spike",
+            FaultKind::CrashProxy => "proxy crash",
             FaultKind::ClientVanished => "client vanished",
             FaultKind::Cancel => "cancel",
             FaultKind::SlowQuery => "slow query",
@@ -118,6 +126,7 @@ impl Fault {
             Fault::PartitionClient { .. } => FaultKind::PartitionClient,
             Fault::CrashOrigin { .. } => FaultKind::CrashOrigin,
             Fault::LatencySpike { .. } => FaultKind::LatencySpike,
+            Fault::CrashProxy { .. } => FaultKind::CrashProxy,
         }
     }
 
@@ -128,7 +137,7 @@ impl Fault {
             | Fault::PartitionOrigin { duration }
             | Fault::PartitionClient { duration, .. }
             | Fault::LatencySpike { duration, .. } => duration,
-            Fault::CrashOrigin { down_for } => down_for,
+            Fault::CrashOrigin { down_for } | Fault::CrashProxy { down_for } => down_for,
         }
     }
 
@@ -155,6 +164,9 @@ impl fmt::Display for Fault {
             }
             Fault::CrashOrigin { down_for } => {
                 write!(f, "crash origin, restart after {}", ms(*down_for))
+            }
+            Fault::CrashProxy { down_for } => {
+                write!(f, "crash proxy, restart after {}", ms(*down_for))
             }
             Fault::LatencySpike { duration, latency } => write!(
                 f,
@@ -249,10 +261,11 @@ fn between(rng: &mut ChaCha8Rng, (low, high): (Duration, Duration)) -> Duration 
 }
 
 fn draw_fault(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Fault {
-    const WEIGHTS: [(FaultKind, u32); 5] = [
+    const WEIGHTS: [(FaultKind, u32); 6] = [
         (FaultKind::HoldOrigin, 3),
         (FaultKind::CrashOrigin, 3),
         (FaultKind::LatencySpike, 2),
+        (FaultKind::CrashProxy, 1),
         (FaultKind::PartitionOrigin, 1),
         (FaultKind::PartitionClient, 1),
     ];
@@ -285,6 +298,9 @@ fn draw_fault(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Fault {
             duration: between(rng, PARTITION),
         },
         FaultKind::CrashOrigin => Fault::CrashOrigin {
+            down_for: between(rng, DOWN),
+        },
+        FaultKind::CrashProxy => Fault::CrashProxy {
             down_for: between(rng, DOWN),
         },
         FaultKind::LatencySpike => Fault::LatencySpike {
@@ -346,6 +362,10 @@ impl FaultPlan {
                 Fault::CrashOrigin { .. } => (
                     Action::Crash(ORIGIN_HOST.into()),
                     Action::Bounce(ORIGIN_HOST.into()),
+                ),
+                Fault::CrashProxy { .. } => (
+                    Action::Crash(PROXY_HOST.into()),
+                    Action::Bounce(PROXY_HOST.into()),
                 ),
                 Fault::LatencySpike { latency, .. } => {
                     let (a, b) = origin();

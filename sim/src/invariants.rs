@@ -19,6 +19,9 @@
 //!   query its own client cancelled;
 //! - client-side checks (session isolation, one backend per transaction, statement
 //!   timeout), reported by the workload as they happen;
+//! - **recovery**: once the workload and the faults are over, a fresh client gets an answer
+//!   through the proxy again (no leaked pool slot, no stuck session), and the total it reads
+//!   is the bank's;
 //! - the proxy never panics and the simulation finishes.
 
 use crate::fake_pg::Bank;
@@ -76,6 +79,8 @@ pub enum Invariant {
     OneBackendPerTransaction,
     /// Slow statements end at the statement timeout.
     StatementTimeout,
+    /// After the workload and the faults, a fresh client is served again.
+    Recovers,
     /// Nothing panicked.
     NoPanic,
     /// The simulation finished within its time limit.
@@ -84,7 +89,7 @@ pub enum Invariant {
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 14] = [
+    pub const ALL: [Invariant; 15] = [
         Invariant::CommitDurable,
         Invariant::AbortedNotApplied,
         Invariant::NoPhantomWrites,
@@ -97,6 +102,7 @@ impl Invariant {
         Invariant::SessionIsolation,
         Invariant::OneBackendPerTransaction,
         Invariant::StatementTimeout,
+        Invariant::Recovers,
         Invariant::NoPanic,
         Invariant::SimulationCompletes,
     ];
@@ -116,6 +122,7 @@ impl Invariant {
             Invariant::SessionIsolation => "sessions see only their own data",
             Invariant::OneBackendPerTransaction => "one origin backend per transaction",
             Invariant::StatementTimeout => "statement timeout enforced",
+            Invariant::Recovers => "proxy serves again after the faults",
             Invariant::NoPanic => "no panic",
             Invariant::SimulationCompletes => "simulation completes",
         }

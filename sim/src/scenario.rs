@@ -61,15 +61,18 @@ pub struct Scenario {
     pub prepared_set: bool,
 }
 
+/// Recovery may take this long beyond the client idle timeout.
+pub const RECOVERY_SLACK: Duration = Duration::from_secs(30);
+
 /// Extra simulated time after the workload for stragglers and the turmoil run limit.
-pub const RUN_LIMIT_SLACK: Duration = Duration::from_secs(120);
+pub const RUN_LIMIT_SLACK: Duration = Duration::from_secs(30);
 
 impl Scenario {
     /// The scenario `just sim` runs.
     pub fn standard() -> Self {
         Scenario {
             name: "standard",
-            description: "8 clients, pool of 4, transfers and reads, origin stalls, partitions, crashes and latency spikes, clients that vanish, cancel and time out",
+            description: "8 clients, pool of 4, transfers and reads; origin stalls, partitions, origin and proxy crashes, latency spikes; clients that vanish, cancel, time out and change settings",
             clients: 8,
             pool_size: 4,
             origin_max_connections: 12,
@@ -98,10 +101,10 @@ impl Scenario {
     pub fn pool_pressure() -> Self {
         Scenario {
             name: "pool-pressure",
-            description: "16 clients on a pool of 2, origin max_connections 3: acquire timeouts and 53300",
+            description: "16 clients on a pool of 2, origin max_connections 2: acquire timeouts, and 53300 while the origin still runs statements of connections the proxy closed",
             clients: 16,
             pool_size: 2,
-            origin_max_connections: 3,
+            origin_max_connections: 2,
             network_faults: (0, 2),
             ..Scenario::standard()
         }
@@ -133,6 +136,12 @@ impl Scenario {
         }
     }
 
+    /// When the recovery probe gives up: after the workload, the proxy must serve a fresh
+    /// client again within this long (client idle timeout + cleanup + reconnects).
+    pub fn recovery_deadline(&self) -> Duration {
+        self.workload + Duration::from_secs(self.client_idle_timeout_secs) + RECOVERY_SLACK
+    }
+
     /// Every scenario, for `--scenario` and its help.
     pub fn all() -> Vec<Scenario> {
         vec![
@@ -150,6 +159,6 @@ impl Scenario {
 
     /// The turmoil run limit: the workload, the longest call, and slack.
     pub fn run_limit(&self) -> Duration {
-        self.workload + self.call_timeout + RUN_LIMIT_SLACK
+        self.recovery_deadline() + self.call_timeout + RUN_LIMIT_SLACK
     }
 }

@@ -12,7 +12,7 @@ use crate::faults::{Action, FaultPlan, ORIGIN_HOST, PROXY_HOST};
 use crate::net::{SessionCounter, TurmoilDialer, TurmoilListener};
 use crate::scenario::Scenario;
 use crate::trace::{Collected, Log};
-use crate::workload::{self, ClientSpec, PROXY_PORT};
+use crate::workload::{self, ClientSpec, PROXY_PORT, ProbeSpec};
 use elephant_auth::ScramSecret;
 use elephant_protocol::display::fnv1a_64;
 use futures_util::StreamExt;
@@ -105,6 +105,10 @@ impl World {
             let spec = client_spec(seed, scenario, index, faults);
             sim.client(client_host(index), workload::run(spec, log.clone()));
         }
+        sim.client(
+            workload::PROBE_HOST,
+            workload::probe(probe_spec(scenario, &plan), log.clone()),
+        );
         Ok(World {
             sim,
             fake,
@@ -284,5 +288,26 @@ fn client_spec(seed: u64, scenario: &Scenario, index: usize, faults: bool) -> Cl
         } else {
             0.0
         },
+    }
+}
+
+fn probe_spec(scenario: &Scenario, plan: &FaultPlan) -> ProbeSpec {
+    let faults_over = plan
+        .faults
+        .iter()
+        .map(|s| s.end())
+        .max()
+        .unwrap_or_default();
+    ProbeSpec {
+        proxy_host: PROXY_HOST.into(),
+        user: USER.into(),
+        password: PASSWORD.into(),
+        database: DATABASE.into(),
+        start: scenario.workload.max(faults_over),
+        deadline: scenario
+            .recovery_deadline()
+            .max(faults_over + scenario.call_timeout),
+        call_timeout: scenario.call_timeout,
+        total_balance: scenario.initial_balance * i64::from(scenario.accounts),
     }
 }
