@@ -10,11 +10,13 @@ default:
 prereqs:
     bash scripts/prereqs.sh
 
-# The main job: the deterministic simulator (not built yet, see README).
+# The main job: the deterministic simulator — the real proxy under a thousand hostile networks.
 sim *ARGS:
-    @echo "just sim: the deterministic simulator (sim/) is not built yet; it arrives with the simulator issue." >&2
-    @echo "What works today is the protocol core and its tests: run 'just test'." >&2
-    @exit 2
+    cargo run --release -p sim -- run {{ARGS}}
+
+# Replay one simulator seed with its full trace.
+sim-replay SEED *ARGS:
+    cargo run --release -p sim -- replay {{SEED}} {{ARGS}}
 
 # Run every test: unit, property (bounded cases), real-Postgres integration.
 test: prereqs
