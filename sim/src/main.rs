@@ -74,6 +74,9 @@ enum Command {
         /// stamped with simulated time.
         #[arg(long, value_name = "FILTER")]
         proxy_log: Option<String>,
+        /// Also show every message the fake origin received and sent.
+        #[arg(long)]
+        wire: bool,
     },
     /// List the scenarios.
     Scenarios,
@@ -96,8 +99,16 @@ fn main() -> ExitCode {
             scenario,
             faults,
             proxy_log,
+            wire,
         } => match scenario_named(&scenario) {
-            Some(scenario) => replay(&scenario, seed, faults == OnOff::On, proxy_log),
+            Some(scenario) => {
+                let options = runner::RunOptions {
+                    faults: faults == OnOff::On,
+                    keep_trace: true,
+                    wire,
+                };
+                replay(&scenario, seed, options, proxy_log)
+            }
             None => ExitCode::from(EXIT_USAGE),
         },
         Command::Scenarios => {
@@ -195,11 +206,17 @@ fn run(
     }
 }
 
-fn replay(scenario: &Scenario, seed: u64, faults: bool, proxy_log: Option<String>) -> ExitCode {
+fn replay(
+    scenario: &Scenario,
+    seed: u64,
+    options: runner::RunOptions,
+    proxy_log: Option<String>,
+) -> ExitCode {
     if let Some(filter) = proxy_log {
         sim::trace::install_proxy_logging(&filter);
     }
-    let report = runner::run_seed(seed, scenario, faults, true);
+    let faults = options.faults;
+    let report = runner::run_seed_with(seed, scenario, options);
     say(&report::trace_file_text(&report));
     say(&report::summary(
         scenario,

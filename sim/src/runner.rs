@@ -93,13 +93,43 @@ fn install_panic_hook() {
     });
 }
 
+/// How to run one seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Network faults and hostile clients.
+    pub faults: bool,
+    /// Keep the trace even when the seed passes.
+    pub keep_trace: bool,
+    /// Put the fake origin's wire messages in the trace.
+    pub wire: bool,
+}
+
 /// Runs one seed. `keep_trace` keeps the trace even when the seed passes.
 pub fn run_seed(seed: u64, scenario: &Scenario, faults: bool, keep_trace: bool) -> SeedReport {
+    run_seed_with(
+        seed,
+        scenario,
+        RunOptions {
+            faults,
+            keep_trace,
+            wire: false,
+        },
+    )
+}
+
+/// Runs one seed with `options`.
+pub fn run_seed_with(seed: u64, scenario: &Scenario, options: RunOptions) -> SeedReport {
+    let RunOptions {
+        faults,
+        keep_trace,
+        wire,
+    } = options;
     install_panic_hook();
     CAPTURING.with(|c| c.set(true));
     PANICS.with(|p| p.borrow_mut().clear());
     let started = Instant::now();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| simulate(seed, scenario, faults)));
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| simulate(seed, scenario, faults, wire)));
     let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
     CAPTURING.with(|c| c.set(false));
     let mut report = match result {
@@ -119,8 +149,8 @@ pub fn run_seed(seed: u64, scenario: &Scenario, faults: bool, keep_trace: bool) 
     report
 }
 
-fn simulate(seed: u64, scenario: &Scenario, faults: bool) -> SeedReport {
-    let world = match World::build(seed, scenario, faults) {
+fn simulate(seed: u64, scenario: &Scenario, faults: bool, wire: bool) -> SeedReport {
+    let world = match World::build_with(seed, scenario, faults, wire) {
         Ok(world) => world,
         Err(error) => {
             let mut report = crashed(seed, scenario, faults);

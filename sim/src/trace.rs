@@ -186,6 +186,18 @@ impl Log {
         }
     }
 
+    /// Appends a wire line (what the fake origin received or sent). Wire lines are kept for
+    /// reading but left out of the trace hash, so `--wire` does not change it.
+    pub fn wire(&self, at: Duration, text: &str) {
+        let line = format!("{:>8}     {text}", crate::faults::ms(at));
+        let mut inner = self.lock();
+        if inner.lines.len() < MAX_TRACE_LINES {
+            inner.lines.push(line);
+        } else {
+            inner.dropped_lines += 1;
+        }
+    }
+
     /// Records a finished call.
     pub fn call(&self, record: CallRecord) {
         let text = format!(
@@ -257,6 +269,7 @@ pub fn install_proxy_logging(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_timer(SimClock)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

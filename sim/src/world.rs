@@ -7,7 +7,7 @@
 //! `client-<i>` (tokio-postgres workloads). The proxy gets its RNG and the fake its cancel keys
 //! and salts from the seed; turmoil gets its seed for latencies and host order.
 
-use crate::fake_pg::{FakePgConfig, FakePostgres, OriginStats};
+use crate::fake_pg::{FakePgConfig, FakePostgres, OriginStats, WireTap};
 use crate::faults::{Action, FaultPlan, ORIGIN_HOST, PROXY_HOST};
 use crate::net::{SessionCounter, TurmoilDialer, TurmoilListener};
 use crate::scenario::Scenario;
@@ -80,6 +80,16 @@ impl World {
     /// Builds the world of `seed`. `faults` off means no network faults and no hostile
     /// clients.
     pub fn build(seed: u64, scenario: &Scenario, faults: bool) -> Result<World, String> {
+        World::build_with(seed, scenario, faults, false)
+    }
+
+    /// [`World::build`], optionally with the fake origin's wire messages in the trace.
+    pub fn build_with(
+        seed: u64,
+        scenario: &Scenario,
+        faults: bool,
+        wire: bool,
+    ) -> Result<World, String> {
         let plan = if faults {
             FaultPlan::generate(
                 scenario,
@@ -96,8 +106,15 @@ impl World {
             .enable_random_order()
             .rng_seed(derive(seed, "turmoil"))
             .build();
-        let fake = FakePostgres::new(origin_config(seed, scenario));
         let log = Log::default();
+        let mut origin = origin_config(seed, scenario);
+        if wire {
+            let wire_log = log.clone();
+            origin.wire_tap = Some(WireTap(Arc::new(move |line: &str| {
+                wire_log.wire(workload::now(), line);
+            })));
+        }
+        let fake = FakePostgres::new(origin);
         let counter = Arc::new(SessionCounter::default());
         add_origin(&mut sim, &fake);
         add_proxy(&mut sim, seed, scenario, counter.clone())?;
@@ -179,6 +196,7 @@ pub fn origin_config(seed: u64, scenario: &Scenario) -> FakePgConfig {
         accounts: scenario.accounts,
         initial_balance: scenario.initial_balance,
         seed: derive(seed, "origin"),
+        wire_tap: None,
     }
 }
 

@@ -432,3 +432,27 @@ async fn garbage_gets_a_fatal_protocol_error() {
         "{lines:?}"
     );
 }
+
+#[tokio::test]
+async fn execute_of_a_command_completes_once() {
+    let (mut raw, _) = Raw::login(&trust(), &[]).await;
+    raw.send(&[
+        parse("set", "SET statement_timeout = '5s'"),
+        bind("", "set"),
+        execute("", 0),
+        execute("", 0),
+        FrontendMessage::Sync,
+    ])
+    .await;
+    let lines = common::render(&raw.until_ready().await);
+    assert_eq!(
+        lines,
+        vec![
+            "ParseComplete",
+            "BindComplete",
+            "CommandComplete \"SET\"",
+            "CommandComplete \"SET\"",
+            "ReadyForQuery I",
+        ]
+    );
+}

@@ -404,15 +404,17 @@ impl Backend {
         self.check_not_failed(Some(statement))?;
         self.begin_implicit();
         let columns = plan::columns(statement, &self.settings, &[])?;
+        let formats = vec![FORMAT_TEXT; columns.len()];
+        if !columns.is_empty() {
+            // Postgres describes the result before it runs the statement, so a statement that
+            // fails while running still sends its RowDescription first.
+            out.push(row_description(&columns, &formats));
+        }
         self.sleep_for(statement, &[], deadline).await?;
         let outcome = self.run_statement(statement, &[], &[], single)?;
         push_notices(&outcome.notices, out);
-        if !columns.is_empty() {
-            let formats = vec![FORMAT_TEXT; columns.len()];
-            out.push(row_description(&columns, &formats));
-            for row in &outcome.rows {
-                out.push(data_row(row, &columns, &formats));
-            }
+        for row in &outcome.rows {
+            out.push(data_row(row, &columns, &formats));
         }
         out.push(BackendMessage::CommandComplete(PgString::from(
             outcome.tag.as_str(),
@@ -560,16 +562,17 @@ impl Backend {
             self.sleep_for(statement, &params, deadline).await?;
             let outcome = self.run_statement(statement, &params, &prepared.param_types, true)?;
             push_notices(&outcome.notices, out);
-            let state = if prepared.columns.is_empty() {
+            if prepared.columns.is_empty() {
                 out.push(BackendMessage::CommandComplete(PgString::from(
                     outcome.tag.as_str(),
                 )));
-                PortalState::Done(outcome.tag)
-            } else {
-                PortalState::Rows(outcome.rows.into())
-            };
+                if let Some(portal) = self.portals.get_mut(name) {
+                    portal.state = PortalState::Done(outcome.tag);
+                }
+                return Ok(());
+            }
             if let Some(portal) = self.portals.get_mut(name) {
-                portal.state = state;
+                portal.state = PortalState::Rows(outcome.rows.into());
             }
         }
         if let Some(portal) = self.portals.get_mut(name) {

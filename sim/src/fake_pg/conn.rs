@@ -41,6 +41,18 @@ pub struct Conn<S> {
     input: BytesMut,
     decoder: FrontendDecoder,
     output: BytesMut,
+    tap: Option<(WireTap, String)>,
+}
+
+/// Receives one line per message the fake receives or sends (rendered by
+/// elephant-protocol's Display, which redacts secrets), for `sim replay --wire`.
+#[derive(Clone)]
+pub struct WireTap(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for WireTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireTap")
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -53,6 +65,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 MAX_CLIENT_MESSAGE_LEN,
             )),
             output: BytesMut::new(),
+            tap: None,
+        }
+    }
+
+    /// Reports every message to `tap`, prefixed with `label`.
+    pub fn tap(&mut self, tap: Option<WireTap>, label: String) {
+        self.tap = tap.map(|tap| (tap, label));
+    }
+
+    fn record(&self, arrow: &str, message: &dyn std::fmt::Display) {
+        if let Some((tap, label)) = &self.tap {
+            (tap.0)(&format!("{label} {arrow} {message}"));
         }
     }
 
@@ -60,6 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub async fn read(&mut self) -> Result<Option<FrontendMessage>, ConnError> {
         loop {
             if let Some(message) = self.decoder.decode(&mut self.input)? {
+                self.record("<-", &message);
                 return Ok(Some(message));
             }
             self.input.reserve(READ_CHUNK);
@@ -76,6 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Buffers a message.
     pub fn send(&mut self, message: &BackendMessage) -> Result<(), ConnError> {
+        self.record("->", message);
         message.encode(&mut self.output).map_err(|error| {
             ConnError::Io(io::Error::new(
                 io::ErrorKind::InvalidData,

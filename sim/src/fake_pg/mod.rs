@@ -66,6 +66,7 @@ mod startup;
 mod types;
 
 pub use bank::{Bank, MAX_TRANSFERS, PendingWrites, Transfer};
+pub use conn::WireTap;
 pub use error::PgError;
 pub use settings::{SERVER_VERSION, show_milliseconds};
 pub use sql::{Statement, parse_query};
@@ -121,6 +122,8 @@ pub struct FakePgConfig {
     pub initial_balance: i64,
     /// Seeds cancel keys, salts and nonces.
     pub seed: u64,
+    /// Sees every message (for `sim replay --wire`); `None` in normal runs.
+    pub wire_tap: Option<WireTap>,
 }
 
 /// Counters the simulator reads after a run.
@@ -154,6 +157,7 @@ struct CancelEntry {
 struct State {
     rng: ChaCha8Rng,
     next_pid: i32,
+    next_connection: u64,
     backends: BTreeMap<i32, CancelEntry>,
     stats: OriginStats,
 }
@@ -200,6 +204,7 @@ impl FakePostgres {
                 state: Mutex::new(State {
                     rng,
                     next_pid: FIRST_PID,
+                    next_connection: 1,
                     backends: BTreeMap::new(),
                     stats: OriginStats::default(),
                 }),
@@ -280,6 +285,15 @@ impl Shared {
             );
             state.stats.sessions_started += 1;
             (pid, secret, signal)
+        })
+    }
+
+    /// A label for a new connection's wire lines.
+    fn connection_label(&self) -> String {
+        self.with_state(|state| {
+            let number = state.next_connection;
+            state.next_connection += 1;
+            format!("origin conn {number}")
         })
     }
 

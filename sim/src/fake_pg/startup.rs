@@ -34,6 +34,7 @@ const CONNECTION_PARAMETERS: [&str; 4] = ["user", "database", "options", "replic
 /// Serves one connection from its first byte to its close.
 pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, stream: S) {
     let mut conn = Conn::new(stream);
+    conn.tap(shared.config.wire_tap.clone(), shared.connection_label());
     let Ok(Some(startup)) = first_packet(&shared, &mut conn).await else {
         return;
     };
@@ -108,6 +109,7 @@ async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         Err(error) => return Err(conn.fatal(error).await),
     };
     let (pid, secret, cancel) = shared.register_backend();
+    conn.tap(shared.config.wire_tap.clone(), format!("origin pid {pid}"));
     for (name, value) in settings.reported() {
         conn.send(&BackendMessage::ParameterStatus {
             name: PgString::from(name.as_str()),

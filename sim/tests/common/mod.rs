@@ -8,7 +8,7 @@ use elephant_protocol::{
     BackendDecoder, BackendMessage, DecoderLimits, FrontendMessage, StartupMessage,
 };
 use sim::fake_pg::{FakeAuth, FakePgConfig, FakePostgres};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 /// Bytes buffered by each in-memory connection.
 pub const DUPLEX_CAPACITY: usize = 64 * 1024;
@@ -27,6 +27,7 @@ pub fn config(auth: FakeAuth) -> FakePgConfig {
         accounts: 4,
         initial_balance: 100,
         seed: 7,
+        wire_tap: None,
     }
 }
 
@@ -79,14 +80,24 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> String {
 }
 
 /// A protocol-level client: sends messages, reads until a stop condition.
-pub struct Raw {
-    stream: DuplexStream,
+pub struct Raw<S = DuplexStream> {
+    stream: S,
     buffer: BytesMut,
     decoder: BackendDecoder,
 }
 
-impl Raw {
-    pub fn new(stream: DuplexStream) -> Self {
+impl Raw<DuplexStream> {
+    /// Logs in with trust auth (the fake must use FakeAuth::Trust) and reads to ReadyForQuery.
+    pub async fn login(
+        fake: &FakePostgres,
+        parameters: &[(&str, &str)],
+    ) -> (Raw<DuplexStream>, Vec<BackendMessage>) {
+        Raw::login_on(open(fake), USER, DATABASE, parameters).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
+    pub fn new(stream: S) -> Self {
         Raw {
             stream,
             buffer: BytesMut::new(),
@@ -94,13 +105,15 @@ impl Raw {
         }
     }
 
-    /// Logs in with trust auth (the fake must use FakeAuth::Trust) and reads to ReadyForQuery.
-    pub async fn login(
-        fake: &FakePostgres,
+    /// Logs in over `stream` without a password (trust) and reads to ReadyForQuery.
+    pub async fn login_on(
+        stream: S,
+        user: &str,
+        database: &str,
         parameters: &[(&str, &str)],
-    ) -> (Raw, Vec<BackendMessage>) {
-        let mut raw = Raw::new(open(fake));
-        let mut all = vec![("user", USER), ("database", DATABASE)];
+    ) -> (Raw<S>, Vec<BackendMessage>) {
+        let mut raw = Raw::new(stream);
+        let mut all = vec![("user", user), ("database", database)];
         all.extend_from_slice(parameters);
         raw.send(&[FrontendMessage::Startup(StartupMessage::new(all))])
             .await;
