@@ -239,6 +239,27 @@ fn scripts() -> Vec<(&'static str, Vec<Vec<FrontendMessage>>)> {
             ],
         ),
         (
+            "extended errors inside a transaction",
+            vec![
+                vec![query("BEGIN")],
+                vec![
+                    parse("", "SELEC 1"),
+                    bind("", "", &[]),
+                    execute("", 0),
+                    Sync,
+                ],
+                vec![Sync],
+                vec![parse("", "SELECT 1"), Sync],
+                vec![query("ROLLBACK")],
+                vec![parse("d", "SELECT 1"), Sync],
+                vec![query("DEALLOCATE d")],
+                vec![query("DEALLOCATE d")],
+                vec![query("DEALLOCATE ALL")],
+                vec![query("START TRANSACTION ISOLATION LEVEL REPEATABLE READ")],
+                vec![query("END")],
+            ],
+        ),
+        (
             "statement timeout and transaction status",
             vec![
                 vec![query("SET statement_timeout = 50")],
