@@ -32,6 +32,14 @@ pub const MAX_AMOUNT: i32 = 20;
 /// Delay range before a client cancels its own slow query.
 /// (Some cancels arrive after the query ended: they must then hit nothing.)
 pub const CANCEL_DELAY: (u64, u64) = (20, 2500);
+/// Fraction of the statement timeout the cancelled query sleeps.
+pub const CANCEL_TARGET_SLEEP: f64 = 0.75;
+/// Fraction of the statement timeout a statement that must time out sleeps.
+pub const OVERLONG_SLEEP: f64 = 1.5;
+/// Fraction of the statement timeout the statement a client vanishes during sleeps.
+pub const INTERRUPTED_SLEEP: f64 = 0.6;
+/// How long a client waits for its connection task after a polite close.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The SQL the clients send.
 pub mod sql {
@@ -162,7 +170,7 @@ impl Conn {
     /// Terminates politely and waits for the connection task to end.
     async fn close(self) {
         drop(self.client);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.task).await;
     }
 
     /// Drops the socket without a word (no Terminate, no ROLLBACK).
@@ -772,7 +780,7 @@ impl Client {
             };
             tokio::time::timeout(timeout, send).await.unwrap_or(false)
         });
-        let seconds = self.spec.statement_timeout.as_secs_f64() * 0.75;
+        let seconds = self.spec.statement_timeout.as_secs_f64() * CANCEL_TARGET_SLEEP;
         self.simple(&format!("SELECT pg_sleep({seconds:.3}) {CANCEL_TARGET}"))
             .await;
         let _ = canceller.await;
@@ -915,7 +923,7 @@ impl Client {
     async fn slow_in_transaction(&mut self) {
         self.log.hostile(FaultKind::SlowQuery);
         let t = self.new_transfer();
-        let seconds = self.spec.statement_timeout.as_secs_f64() * 1.5;
+        let seconds = self.spec.statement_timeout.as_secs_f64() * OVERLONG_SLEEP;
         let steps = [
             "BEGIN".to_string(),
             format!(
@@ -970,7 +978,7 @@ impl Client {
         if ok && let Some(conn) = self.conn.as_ref() {
             let client = conn.client.clone();
             let patience = Duration::from_millis(self.rng.gen_range(10..=500));
-            let seconds = self.spec.statement_timeout.as_secs_f64() * 0.6;
+            let seconds = self.spec.statement_timeout.as_secs_f64() * INTERRUPTED_SLEEP;
             let sleep = format!("SELECT pg_sleep({seconds:.3})");
             let _ = tokio::time::timeout(patience, client.simple_query(&sleep)).await;
         }

@@ -638,6 +638,8 @@ impl Backend {
         plan::eval(expr, &ctx)?.cast(PgType::Int8)?.as_int(what)
     }
 
+    /// Runs one statement (its sleep, if any, already done). `single`: the statement is
+    /// the whole query (not part of a multi-statement simple Query).
     fn run_statement(
         &mut self,
         statement: &Statement,
@@ -649,19 +651,35 @@ impl Backend {
             Statement::Begin { start } => Ok(self.begin(*start)),
             Statement::Commit => self.commit_statement(),
             Statement::Rollback => Ok(self.rollback_statement()),
-            Statement::Set { name, value, local } => {
-                if *local && self.state != TxState::Explicit && single {
-                    return Ok(Outcome::tag("SET").with_notice(Notice::warning(
-                        "25P01",
-                        "SET LOCAL can only be used in transaction blocks",
-                    )));
-                }
-                self.settings.set(name, value)?;
-                if *local {
-                    self.local.push(name.clone());
-                }
-                Ok(Outcome::tag("SET"))
+            Statement::Select(items) => {
+                let ctx = self.eval_context(params);
+                let row = items
+                    .iter()
+                    .map(|item| {
+                        let ty = plan::expr_type(&item.expr, param_types)?;
+                        plan::eval(&item.expr, &ctx)?.cast(ty)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Outcome::rows(vec![row]))
             }
+            Statement::SelectBalance(_)
+            | Statement::SelectAccounts
+            | Statement::SelectSum
+            | Statement::CountTransfers
+            | Statement::UpdateBalance { .. }
+            | Statement::InsertTransfer(_) => self.run_bank_statement(statement, params),
+            _ => self.run_session_statement(statement, single),
+        }
+    }
+
+    /// SET, RESET, SHOW, DISCARD, CLOSE ALL, UNLISTEN, DEALLOCATE.
+    fn run_session_statement(
+        &mut self,
+        statement: &Statement,
+        single: bool,
+    ) -> Result<Outcome, PgError> {
+        match statement {
+            Statement::Set { name, value, local } => self.set(name, value, *local, single),
             Statement::ResetSessionAuthorization => {
                 self.settings.reset_session_authorization();
                 Ok(Outcome::tag("SET"))
@@ -685,62 +703,76 @@ impl Backend {
                 self.portals.clear();
                 Ok(Outcome::tag("CLOSE CURSOR ALL"))
             }
-            Statement::Unlisten => Ok(Outcome::tag("UNLISTEN")),
             Statement::Deallocate(name) => self.deallocate(name.as_deref()),
-            Statement::Select(items) => {
-                let ctx = self.eval_context(params);
-                let row = items
-                    .iter()
-                    .map(|item| {
-                        let ty = plan::expr_type(&item.expr, param_types)?;
-                        plan::eval(&item.expr, &ctx)?.cast(ty)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Outcome::rows(vec![row]))
-            }
+            _ => Ok(Outcome::tag("UNLISTEN")),
+        }
+    }
+
+    fn set(
+        &mut self,
+        name: &str,
+        value: &super::sql::SetValue,
+        local: bool,
+        single: bool,
+    ) -> Result<Outcome, PgError> {
+        if local && self.state != TxState::Explicit && single {
+            return Ok(Outcome::tag("SET").with_notice(Notice::warning(
+                "25P01",
+                "SET LOCAL can only be used in transaction blocks",
+            )));
+        }
+        self.settings.set(name, value)?;
+        if local {
+            self.local.push(name.to_string());
+        }
+        Ok(Outcome::tag("SET"))
+    }
+
+    /// The statements on accounts and transfers.
+    fn run_bank_statement(
+        &mut self,
+        statement: &Statement,
+        params: &[Value],
+    ) -> Result<Outcome, PgError> {
+        let pending = &self.pending;
+        let rows = match statement {
             Statement::SelectBalance(id) => {
                 let id = self.int_value(id, params, "account id")?;
-                let balance = id.and_then(|id| {
-                    self.shared
-                        .with_bank(|bank| bank.balance(id, &self.pending))
-                });
-                let rows = balance.map(|b| vec![Value::Int(b)]).into_iter().collect();
-                Ok(Outcome::rows(rows))
+                let balance = id.and_then(|id| self.shared.with_bank(|b| b.balance(id, pending)));
+                balance.map(|b| vec![Value::Int(b)]).into_iter().collect()
             }
-            Statement::SelectAccounts => {
-                let rows = self.shared.with_bank(|bank| bank.accounts(&self.pending));
-                let rows = rows
-                    .into_iter()
-                    .map(|(id, balance)| vec![Value::Int(i64::from(id)), Value::Int(balance)])
-                    .collect();
-                Ok(Outcome::rows(rows))
-            }
+            Statement::SelectAccounts => self
+                .shared
+                .with_bank(|bank| bank.accounts(pending))
+                .into_iter()
+                .map(|(id, balance)| vec![Value::Int(i64::from(id)), Value::Int(balance)])
+                .collect(),
             Statement::SelectSum => {
-                let sum = self.shared.with_bank(|bank| bank.sum(&self.pending));
-                Ok(Outcome::rows(vec![vec![Value::Int(sum)]]))
+                vec![vec![Value::Int(self.shared.with_bank(|b| b.sum(pending)))]]
             }
             Statement::CountTransfers => {
-                let count = self
-                    .shared
-                    .with_bank(|bank| bank.transfer_count(&self.pending));
-                let count = i64::try_from(count).unwrap_or(i64::MAX);
-                Ok(Outcome::rows(vec![vec![Value::Int(count)]]))
+                let count = self.shared.with_bank(|b| b.transfer_count(pending));
+                vec![vec![Value::Int(i64::try_from(count).unwrap_or(i64::MAX))]]
             }
-            Statement::UpdateBalance { delta, id } => {
-                let delta = self.int_value(delta, params, "amount")?;
-                let id = self.int_value(id, params, "account id")?;
-                let updated = match (delta, id) {
-                    (Some(delta), Some(id)) => {
-                        let pending = &mut self.pending;
-                        self.shared
-                            .with_bank(|bank| bank.update(id, delta, pending))?
-                    }
-                    _ => 0,
-                };
-                Ok(Outcome::tag(format!("UPDATE {updated}")))
+            Statement::UpdateBalance { delta, id } => return self.update(delta, id, params),
+            Statement::InsertTransfer(values) => return self.insert_transfer(values, params),
+            _ => Vec::new(),
+        };
+        Ok(Outcome::rows(rows))
+    }
+
+    fn update(&mut self, delta: &Expr, id: &Expr, params: &[Value]) -> Result<Outcome, PgError> {
+        let delta = self.int_value(delta, params, "amount")?;
+        let id = self.int_value(id, params, "account id")?;
+        let updated = match (delta, id) {
+            (Some(delta), Some(id)) => {
+                let pending = &mut self.pending;
+                self.shared
+                    .with_bank(|bank| bank.update(id, delta, pending))?
             }
-            Statement::InsertTransfer(values) => self.insert_transfer(values, params),
-        }
+            _ => 0,
+        };
+        Ok(Outcome::tag(format!("UPDATE {updated}")))
     }
 
     fn begin(&mut self, start: bool) -> Outcome {
@@ -899,8 +931,8 @@ fn bind_parameters(
         .map(|(index, (value, ty))| {
             let format = match formats.len() {
                 0 => FORMAT_TEXT,
-                1 => formats[0],
-                _ => formats[index],
+                1 => formats.first().copied().unwrap_or(FORMAT_TEXT),
+                _ => formats.get(index).copied().unwrap_or(FORMAT_TEXT),
             };
             check_format(format)?;
             decode_parameter(value.as_ref(), *ty, format, index)
@@ -926,7 +958,10 @@ fn result_formats(requested: &[i16], columns: usize) -> Result<Vec<i16>, PgError
     }
     match requested.len() {
         0 => Ok(vec![FORMAT_TEXT; columns]),
-        1 => Ok(vec![requested[0]; columns]),
+        1 => Ok(vec![
+            requested.first().copied().unwrap_or(FORMAT_TEXT);
+            columns
+        ]),
         n if n == columns => Ok(requested.to_vec()),
         n => Err(PgError::protocol(format!(
             "bind message has {n} result formats but query has {columns} columns"
