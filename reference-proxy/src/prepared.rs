@@ -32,6 +32,9 @@ pub struct StatementDefinition {
     pub parameter_types: Vec<u32>,
     /// Name used on origin connections.
     pub origin_name: PgString,
+    /// Executing it may leave session state behind (decided once, from the text), so the
+    /// connection it runs on needs a reset before the next borrower.
+    pub may_change_session: bool,
 }
 
 impl StatementDefinition {
@@ -43,10 +46,12 @@ impl StatementDefinition {
             content.extend_from_slice(&oid.to_be_bytes());
         }
         let origin_name = PgString::from(format!("et_{:016x}", fnv1a_64(&content)));
+        let may_change_session = crate::session::may_change_session_state(&query);
         StatementDefinition {
             query,
             parameter_types,
             origin_name,
+            may_change_session,
         }
     }
 }
@@ -63,6 +68,15 @@ impl ClientStatements {
     /// Looks up a named statement.
     pub fn get(&self, name: &PgString) -> Option<&Arc<StatementDefinition>> {
         self.named.get(name)
+    }
+
+    /// The definition a Bind or Describe of `name` refers to (the unnamed one for "").
+    pub fn definition(&self, name: &PgString) -> Option<&Arc<StatementDefinition>> {
+        if name.is_empty() {
+            self.unnamed.as_ref().map(|(definition, _)| definition)
+        } else {
+            self.named.get(name)
+        }
     }
 
     /// True when the client already has a statement of this name.
@@ -245,6 +259,7 @@ mod tests {
             query: PgString::from("SELECT 'pwned'"),
             parameter_types: vec![23],
             origin_name: real.origin_name.clone(),
+            may_change_session: false,
         });
         statements.prepare(&forged);
         assert_eq!(

@@ -581,7 +581,6 @@ impl Session {
         connection: &mut OriginConnection,
         out: &mut Outbox,
     ) -> Result<(), SessionError> {
-        self.dirty |= may_change_session_state(&parse.query);
         let definition = Arc::new(StatementDefinition::new(
             parse.query.clone(),
             parse.parameter_types.clone(),
@@ -711,6 +710,11 @@ impl Session {
         connection: &mut OriginConnection,
         out: &mut Outbox,
     ) -> Result<(), SessionError> {
+        // A prepared SET (or any statement that may change session state) taints the
+        // connection each time it runs, not only when it was parsed.
+        if let Some(definition) = self.statements.definition(&bind.statement) {
+            self.dirty |= definition.may_change_session;
+        }
         let renames = self.use_statement(&bind.statement, connection, out)?;
         let statement = renames
             .first()

@@ -344,3 +344,30 @@ async fn an_open_batch_keeps_its_connection_until_sync() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_set_never_reaches_the_next_client() {
+    // Found by the simulator (seed 13): a SET run as a prepared statement changed the session
+    // without any SQL text passing in that transaction, so the connection went back unreset.
+    let Some(pg) = postgres("a_prepared_set_never_reaches_the_next_client") else {
+        return;
+    };
+    let proxy = TestProxy::start(&pg, &["--pool-size", "1"]).await;
+    let setter = proxy.connect(&pg).await;
+    let other = proxy.connect(&pg).await;
+    let set = setter
+        .prepare("SET statement_timeout = '1234ms'")
+        .await
+        .expect("prepare");
+    setter
+        .execute(&set, &[])
+        .await
+        .expect("execute the prepared SET");
+    let seen: String = other
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_ne!(seen, "1234ms", "a prepared SET leaked to another client");
+    proxy.stop().await;
+}
