@@ -31,6 +31,7 @@ pub mod fake_pg;
 pub mod faults;
 pub mod invariants;
 pub mod net;
+pub mod raw;
 pub mod report;
 pub mod runner;
 pub mod scenario;

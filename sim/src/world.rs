@@ -300,7 +300,7 @@ fn client_spec(seed: u64, scenario: &Scenario, index: usize, faults: bool) -> Cl
         until: scenario.workload,
         call_timeout: scenario.call_timeout,
         statement_timeout: Duration::from_secs(scenario.statement_timeout_secs),
-        prepared_set: scenario.prepared_set,
+        known_bugs: scenario.known_bugs,
         hostile_rate: if faults {
             scenario.hostile_op_rate
         } else {

@@ -11,12 +11,12 @@ const FAULT_SEEDS: u64 = 40;
 /// Seeds without faults.
 const CLEAN_SEEDS: u64 = 8;
 
-/// The standard scenario without the prepared-SET client: that one exposes a
-/// known reference-proxy bug (see `regressions.rs`), which would make every run red until
-/// the proxy is fixed. Put it back (`prepared_set: true`) with the fix.
+/// The standard scenario without the client behaviour that exposes the open reference-proxy
+/// bugs (see `regressions.rs`), which would make every run red until the proxy is fixed.
+/// Put it back (`known_bugs: true`) with the fixes.
 fn scenario() -> Scenario {
     Scenario {
-        prepared_set: false,
+        known_bugs: false,
         ..Scenario::standard()
     }
 }

@@ -19,6 +19,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{NoTls, SimpleQueryMessage, Statement};
 
+mod probe;
+mod raw_ops;
+
+pub use probe::{PROBE_HOST, PROBE_RETRY, ProbeSpec, probe};
+
 /// The proxy's port.
 pub const PROXY_PORT: u16 = 6432;
 /// Longest pause between two operations of a client.
@@ -99,8 +104,10 @@ pub struct ClientSpec {
     pub statement_timeout: Duration,
     /// Probability of a hostile operation (0 when faults are off).
     pub hostile_rate: f64,
-    /// Whether the prepared-SET operation is among the hostile ones.
-    pub prepared_set: bool,
+    /// Whether to do what exposes the open proxy bugs (see [`Scenario::known_bugs`]).
+    ///
+    /// [`Scenario::known_bugs`]: crate::scenario::Scenario::known_bugs
+    pub known_bugs: bool,
 }
 
 impl ClientSpec {
@@ -199,9 +206,10 @@ enum Op {
     Vanish,
     VanishWhileRunning,
     PreparedSet,
+    RawStatements,
 }
 
-const OPS: [(Op, u32); 11] = [
+const OPS: [(Op, u32); 12] = [
     (Op::TransferSteps, 3),
     (Op::TransferBatch, 2),
     (Op::TransferPrepared, 3),
@@ -213,6 +221,7 @@ const OPS: [(Op, u32); 11] = [
     (Op::WhoAmI, 2),
     (Op::Echo, 2),
     (Op::Reconnect, 1),
+    (Op::RawStatements, 1),
 ];
 
 const HOSTILE_OPS: [Op; 6] = [
@@ -366,6 +375,7 @@ impl Client {
             Op::SlowInTransaction => self.slow_in_transaction().await,
             Op::VanishWhileRunning => self.vanish_while_running().await,
             Op::PreparedSet => self.prepared_set().await,
+            Op::RawStatements => self.raw_statements().await,
             Op::Reconnect => {
                 if let Some(conn) = self.conn.take() {
                     conn.close().await;
@@ -379,11 +389,7 @@ impl Client {
 
     fn choose(&mut self) -> Op {
         if self.spec.hostile_rate > 0.0 && self.rng.gen_bool(self.spec.hostile_rate) {
-            let op = HOSTILE_OPS[self.rng.gen_range(0..HOSTILE_OPS.len())];
-            if op == Op::PreparedSet && !self.spec.prepared_set {
-                return Op::SlowQuery;
-            }
-            return op;
+            return HOSTILE_OPS[self.rng.gen_range(0..HOSTILE_OPS.len())];
         }
         let total: u32 = OPS.iter().map(|(_, w)| w).sum();
         let mut pick = self.rng.gen_range(0..total);
@@ -1038,105 +1044,4 @@ impl Param {
             Param::Big(value) => value,
         }
     }
-}
-
-/// Host name of the recovery probe.
-pub const PROBE_HOST: &str = "probe";
-/// Pause between two attempts of the probe.
-pub const PROBE_RETRY: Duration = Duration::from_millis(500);
-
-/// What the recovery probe needs to know.
-#[derive(Debug, Clone)]
-pub struct ProbeSpec {
-    /// Host name of the proxy.
-    pub proxy_host: String,
-    /// Login.
-    pub user: String,
-    /// Password.
-    pub password: String,
-    /// Database.
-    pub database: String,
-    /// First attempt at this simulated time (after the workload and the faults).
-    pub start: Duration,
-    /// Give up (a violation) after this simulated time.
-    pub deadline: Duration,
-    /// Bound of one attempt.
-    pub call_timeout: Duration,
-    /// What the bank must hold in total.
-    pub total_balance: i64,
-}
-
-/// After the workload: a fresh client must get `SELECT sum(balance)` answered through the
-/// proxy, and the sum must be the bank's total.
-pub async fn probe(spec: ProbeSpec, log: Log) -> turmoil::Result {
-    tokio::time::sleep(spec.start.saturating_sub(now())).await;
-    let first = now();
-    let mut last = String::from("no attempt");
-    while now() <= spec.deadline {
-        match tokio::time::timeout(spec.call_timeout, probe_once(&spec)).await {
-            Ok(Ok(sum)) => {
-                log.line(now(), format!("probe: proxy answers, total balance {sum}"));
-                log.checked(Invariant::Recovers);
-                log.checked(Invariant::BalanceConserved);
-                if sum != spec.total_balance {
-                    let detail = format!(
-                        "the probe read a total balance of {sum} through the proxy; the bank holds {}",
-                        spec.total_balance
-                    );
-                    log.observe(
-                        now(),
-                        Observation {
-                            invariant: Invariant::BalanceConserved,
-                            detail,
-                        },
-                    );
-                }
-                return Ok(());
-            }
-            Ok(Err(outcome)) => last = format!("{outcome:?}"),
-            Err(_) => last = "timeout".into(),
-        }
-        tokio::time::sleep(PROBE_RETRY).await;
-    }
-    let detail = format!(
-        "no fresh client got an answer through the proxy from {} to {}; last attempt: {last}",
-        crate::faults::ms(first),
-        crate::faults::ms(spec.deadline)
-    );
-    log.observe(
-        now(),
-        Observation {
-            invariant: Invariant::Recovers,
-            detail,
-        },
-    );
-    Ok(())
-}
-
-async fn probe_once(spec: &ProbeSpec) -> Result<i64, Outcome> {
-    let stream = turmoil::net::TcpStream::connect((spec.proxy_host.as_str(), PROXY_PORT))
-        .await
-        .map_err(|_| Outcome::Closed)?;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .user(&spec.user)
-        .password(&spec.password)
-        .dbname(&spec.database)
-        .application_name(PROBE_HOST);
-    let (client, connection) = config
-        .connect_raw(stream, NoTls)
-        .await
-        .map_err(|e| classify(&e))?;
-    let task = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let rows = client
-        .simple_query("SELECT sum(balance) FROM accounts")
-        .await
-        .map_err(|e| classify(&e));
-    drop(client);
-    let _ = task.await;
-    let sum = first_value(&rows?).unwrap_or_default();
-    sum.parse::<i64>()
-        .map_err(|_| Outcome::Client(format!("sum {sum:?} is not a number")))
 }
