@@ -11,7 +11,8 @@
 //! - [`fake_pg`]: the fake origin (its docs list the SQL and protocol it supports);
 //! - [`net`]: turmoil `Dialer` / `Listener` for the proxy, and the origin-session count;
 //! - [`scenario`]: world shapes; [`faults`]: the seed's fault plan; [`world`]: the hosts;
-//! - [`workload`]: the clients; [`trace`]: what they saw; [`invariants`]: the checks;
+//! - [`workload`]: the clients (tokio-postgres, and [`raw`] for what tokio-postgres never
+//!   sends); [`trace`]: what they saw; [`invariants`]: the checks;
 //! - [`runner`]: one seed or many; [`report`]: the summary table and failure files.
 //!
 //! ## Determinism

@@ -456,3 +456,81 @@ async fn execute_of_a_command_completes_once() {
         ]
     );
 }
+
+mod bad_input {
+    //! Whatever a peer sends, the fake answers or hangs up; it never panics.
+
+    use super::common::{self, Raw};
+    use proptest::prelude::*;
+    use sim::fake_pg::{FakeAuth, FakePostgres, parse_query};
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+
+    /// How long a case may take to be answered or closed.
+    const CASE_LIMIT: Duration = Duration::from_secs(5);
+
+    /// Sends `bytes` after a successful login and reads until the fake closes or goes quiet;
+    /// the server task must not have panicked.
+    fn survives(bytes: Vec<u8>, before_login: bool) -> Result<(), TestCaseError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        runtime.block_on(async move {
+            let fake = FakePostgres::new(common::config(FakeAuth::Trust));
+            let (client, server) = tokio::io::duplex(common::DUPLEX_CAPACITY);
+            let served = tokio::spawn(async move { fake.serve_connection(server).await });
+            let mut stream = if before_login {
+                client
+            } else {
+                let (raw, _) = Raw::login_on(client, common::USER, common::DATABASE, &[]).await;
+                raw.into_inner()
+            };
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &bytes)
+                .await
+                .ok();
+            drop(tokio::io::AsyncWriteExt::shutdown(&mut stream).await);
+            let mut sink = Vec::new();
+            let _ = tokio::time::timeout(CASE_LIMIT, stream.read_to_end(&mut sink)).await;
+            drop(stream);
+            let joined = tokio::time::timeout(CASE_LIMIT, served).await;
+            prop_assert!(
+                !matches!(joined, Ok(Err(ref e)) if e.is_panic()),
+                "the fake panicked"
+            );
+            Ok(())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn random_bytes_after_login(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            survives(bytes, false)?;
+        }
+
+        #[test]
+        fn random_bytes_before_login(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            survives(bytes, true)?;
+        }
+
+        #[test]
+        fn random_typed_messages(tag in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut bytes = vec![tag];
+            bytes.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            bytes.extend_from_slice(&body);
+            survives(bytes, false)?;
+        }
+
+        #[test]
+        fn the_sql_parser_never_panics(sql in "\\PC{0,200}") {
+            let _ = parse_query(&sql);
+        }
+
+        #[test]
+        fn sql_like_text_never_panics(sql in "(SELECT|UPDATE|SET|BEGIN|;|\\$1|'|\"|::|\\(|\\)|,| |[a-z]{1,6}|[0-9]{1,12}|\\.)*") {
+            let _ = parse_query(&sql);
+        }
+    }
+}

@@ -121,6 +121,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         (raw, messages)
     }
 
+    /// The stream, for writing raw bytes.
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+
     pub async fn send(&mut self, messages: &[FrontendMessage]) {
         let mut bytes = BytesMut::new();
         for message in messages {
