@@ -37,6 +37,8 @@ pub struct Totals {
     pub violations: BTreeMap<Invariant, u64>,
     /// Timeouts excused by lossy partitions.
     pub excused_hangs: u64,
+    /// Failed recoveries excused by half-open origin sessions.
+    pub excused_recoveries: u64,
     /// Simulated time.
     pub sim_time: Duration,
     /// Client calls.
@@ -62,6 +64,7 @@ impl Totals {
                 *totals.violations.entry(violation.invariant).or_insert(0) += 1;
             }
             totals.excused_hangs += report.verdict.excused_hangs;
+            totals.excused_recoveries += report.verdict.excused_recoveries;
             totals.sim_time += report.sim_time;
             totals.calls += report.calls as u64;
             for (total, count) in totals.transfers.iter_mut().zip(report.transfers) {
@@ -140,6 +143,16 @@ pub fn summary(
             format!(
                 "{} after lossy partitions (turmoil drops segments for good; not counted as hangs)",
                 group(totals.excused_hangs)
+            ),
+        );
+    }
+    if totals.excused_recoveries > 0 {
+        row(
+            &mut out,
+            "Wedged origins",
+            format!(
+                "{} seeds where the origin stayed full of sessions whose close a lossy partition dropped (not counted against the proxy)",
+                group(totals.excused_recoveries)
             ),
         );
     }

@@ -172,6 +172,10 @@ fn simulate(seed: u64, scenario: &Scenario, faults: bool, wire: bool) -> SeedRep
         pool_size: scenario.pool_size,
         plan: &plan,
         call_timeout: scenario.call_timeout,
+        origin_zombies: finished
+            .origin
+            .sessions_now
+            .saturating_sub(finished.proxy_sessions_now),
     });
     for (invariant, count) in &collected.checks {
         verdict.passed(*invariant, *count);

@@ -62,6 +62,8 @@ pub struct Finished {
     pub proxy_max_sessions: usize,
     /// Origin sessions the proxy opened in total.
     pub proxy_sessions_opened: usize,
+    /// Origin sessions the proxy holds at the end.
+    pub proxy_sessions_now: usize,
     /// Simulated time elapsed.
     pub sim_time: Duration,
 }
@@ -165,6 +167,7 @@ impl World {
             origin: self.fake.stats(),
             proxy_max_sessions: self.counter.max(),
             proxy_sessions_opened: self.counter.opened(),
+            proxy_sessions_now: self.counter.now(),
             sim_time: self.sim.elapsed(),
         }
     }
