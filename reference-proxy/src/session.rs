@@ -346,6 +346,9 @@ impl Session {
         out: &mut Outbox,
     ) -> Result<(), SessionError> {
         self.dirty = false;
+        // Another session may have parsed its own unnamed statement on this connection since
+        // this client last used it (found by the simulator): prepare ours again before use.
+        self.statements.unnamed_invalidated();
         let settings_differ = connection.applied_settings != self.settings;
         if !connection.needs_reset && !settings_differ {
             return Ok(());

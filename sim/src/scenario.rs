@@ -56,10 +56,9 @@ pub struct Scenario {
     /// Probability that a client operation is a hostile one (abandon, cancel, slow query)
     /// when faults are on.
     pub hostile_op_rate: f64,
-    /// Clients do what exposes the proxy bugs the simulator has found and that are still open
-    /// (see `tests/regressions.rs`): today, binding the unnamed statement in a later
-    /// transaction than its Parse. The standard scenario does (so `just sim` reports them);
-    /// the test suite does not.
+    /// Clients do what exposed proxy bugs the simulator found (see `tests/regressions.rs`):
+    /// binding the unnamed statement in a later transaction than its Parse. Both bugs are
+    /// fixed; the flag stays so a scenario can leave the behaviour out when studying others.
     pub known_bugs: bool,
 }
 

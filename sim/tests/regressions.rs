@@ -113,7 +113,6 @@ fn prepared_set_does_not_leak_into_the_next_session() {
 /// that someone else has used that connection since, so it does not prepare A's statement
 /// again: A's Bind runs B's SQL.
 #[test]
-#[ignore = "reference-proxy bug: the unnamed statement bound in a later transaction may run another session's SQL"]
 fn unnamed_statement_is_never_another_sessions() {
     let scenario = Scenario {
         pool_size: 1,
@@ -239,14 +238,13 @@ fn regression_seed_list_parses() {
     assert!(!regression_seeds().is_empty());
 }
 
-/// The listed seeds run without the client behaviour that exposes still-open bugs
-/// (`known_bugs: false`), so that this test is about the bugs they found.
+/// The listed seeds run with every client behaviour that once exposed a proxy bug.
 #[test]
 fn regression_seeds_pass() {
     let mut failed = Vec::new();
     for entry in regression_seeds() {
         let scenario = Scenario {
-            known_bugs: false,
+            known_bugs: true,
             ..entry.scenario
         };
         let report = run_seed(entry.seed, &scenario, entry.faults, false);

@@ -11,14 +11,10 @@ const FAULT_SEEDS: u64 = 40;
 /// Seeds without faults.
 const CLEAN_SEEDS: u64 = 8;
 
-/// The standard scenario without the client behaviour that exposes the open reference-proxy
-/// bugs (see `regressions.rs`), which would make every run red until the proxy is fixed.
-/// Put it back (`known_bugs: true`) with the fixes.
+/// The standard scenario, including the client behaviour that once exposed proxy bugs (see
+/// `regressions.rs`; both are fixed).
 fn scenario() -> Scenario {
-    Scenario {
-        known_bugs: false,
-        ..Scenario::standard()
-    }
+    Scenario::standard()
 }
 
 fn threads() -> usize {
