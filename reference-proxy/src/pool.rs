@@ -215,6 +215,8 @@ impl Pool {
                 return self.connect(permit).await;
             }
             tokio::select! {
+                // Fixed polling order: no draw from tokio's RNG, so a seeded simulation replays.
+                biased;
                 _ = &mut returned => {}
                 permit = self.inner.slots.clone().acquire_owned() => {
                     let Ok(permit) = permit else { return Err(AcquireError::Exhausted) };

@@ -163,6 +163,8 @@ pub async fn serve(ctx: Arc<ProxyContext>, mut listener: impl Listener, grace: D
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
+            // Fixed polling order: no draw from tokio's RNG, so a seeded simulation replays.
+            biased;
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     sessions.spawn(serve_client(ctx.clone(), stream, peer));

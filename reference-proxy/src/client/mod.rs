@@ -74,6 +74,8 @@ pub async fn serve_client(ctx: Arc<ProxyContext>, stream: BoxedStream, peer: Str
     async {
         let mut shutdown = ctx.shutdown.clone();
         let started = tokio::select! {
+            // Fixed polling order: no draw from tokio's RNG, so a seeded simulation replays.
+            biased;
             started = tokio::time::timeout(STARTUP_TIMEOUT, start_client(&ctx, stream)) => started,
             _ = shutdown.wait_for(|stopping| *stopping) => {
                 tracing::debug!("shutdown during client startup");
@@ -155,6 +157,8 @@ impl Client<'_> {
             }
             let idle_deadline = self.ctx.client_idle_timeout.map(|t| self.last_activity + t);
             let event = tokio::select! {
+                // Fixed polling order: no draw from tokio's RNG, so a seeded simulation replays.
+                biased;
                 event = poll_fn(|cx| self.poll_io(cx)) => event,
                 _ = sleep_until_option(idle_deadline) => {
                     return End::Closed(ErrorFields::new("FATAL", "57P05", "terminating connection due to idle-session timeout"));
