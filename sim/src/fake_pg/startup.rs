@@ -9,6 +9,7 @@ use super::error::PgError;
 use super::settings::Settings;
 use super::{Shared, Slot};
 use bytes::Bytes;
+use elephant_protocol::startup::{InvalidOption, parse_startup_options};
 use elephant_protocol::startup::{ServerHandshake, ServerStep};
 use elephant_protocol::{
     BackendKeyData, BackendMessage, FrontendMessage, PgString, StartupMessage, TransactionStatus,
@@ -248,45 +249,10 @@ fn startup_settings(
     Ok(settings)
 }
 
-/// Splits `options` like Postgres's `pg_split_opts` (whitespace separates, backslash escapes)
-/// and reads `-c name=value`, `-cname=value` and `--name=value`.
+/// `options` read by the protocol core's parser (the proxy uses the same one).
 fn parse_options(options: &str) -> Result<Vec<(String, String)>, PgError> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut chars = options.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => word.extend(chars.next()),
-            c if c.is_whitespace() => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            c => word.push(c),
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    let mut settings = Vec::new();
-    let mut words = words.into_iter();
-    while let Some(word) = words.next() {
-        let assignment = if word == "-c" {
-            words.next()
-        } else if let Some(rest) = word.strip_prefix("--") {
-            Some(rest.to_string())
-        } else {
-            word.strip_prefix("-c").map(str::to_string)
-        };
-        let Some((name, value)) = assignment.as_deref().and_then(|a| a.split_once('=')) else {
-            return Err(PgError::fatal(
-                "42601",
-                format!("invalid command-line argument for server process: {word}"),
-            ));
-        };
-        settings.push((name.replace('-', "_"), value.to_string()));
-    }
-    Ok(settings)
+    parse_startup_options(options)
+        .map_err(|error| PgError::fatal(InvalidOption::SQLSTATE, error.to_string()))
 }
 
 #[cfg(test)]
