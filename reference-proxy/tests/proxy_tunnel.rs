@@ -522,3 +522,48 @@ async fn a_100_mb_copy_crosses_tls_in_websocket_in_tls_intact() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_works_through_the_tunnel() {
+    let Some(pg) =
+        Postgres::start_or_skip("psql_works_through_the_tunnel", PostgresConfig::default())
+    else {
+        return;
+    };
+    let edge = TunnelEdge::start(&pg, token_set(&[(TOKEN_ID, TOKEN_SECRET)])).await;
+    let proxy = start_proxy(
+        &origin_url(&pg, "127.0.0.1", "sslmode=disable"),
+        &edge.flags(Some((TOKEN_ID, TOKEN_SECRET))),
+        &[],
+    )
+    .await;
+    let bin = pg.bin_dir().join("psql");
+    let conninfo = proxy.conninfo(&pg);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-d",
+                &conninfo,
+                "-c",
+                "SELECT 'psql through the tunnel'",
+            ])
+            .env_clear()
+            .output()
+            .expect("psql")
+    })
+    .await
+    .expect("task");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "psql through the tunnel"
+    );
+    proxy.stop().await;
+}
