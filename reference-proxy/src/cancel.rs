@@ -153,7 +153,13 @@ impl CancelRegistry {
         if !matches {
             return Err(CancelOutcome::UnknownKey);
         }
-        let target = registered.target.clone();
+        let mut target = registered.target.clone();
+        if crate::buggify::enabled(crate::buggify::Bug::CancelWrongConnection) {
+            target = crate::buggify::other_target(
+                request.process_id,
+                sessions.iter().map(|(id, r)| (*id, r.target.clone())),
+            );
+        }
         if let Some(target) = &target {
             // Counted while still under the lock, so the session cannot release the
             // connection between the lookup and the forward.

@@ -65,6 +65,8 @@ use elephant_protocol::limits::{DEFAULT_MAX_MESSAGE_LEN, MAX_LENGTH_WORD, MAX_ST
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
 
+use crate::sql::SessionFeature;
+
 /// Default client-facing address: loopback only, so a fresh proxy is not exposed by accident.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6432));
 /// Origin port when the URL names none (Postgres's default).
@@ -141,6 +143,86 @@ pub struct ProxyConfig {
     /// Reach the origin through a Cloudflare-style WebSocket tunnel (`--tunnel`); `None` =
     /// direct TCP to the origin host.
     pub tunnel: Option<TunnelConfig>,
+    /// What transaction mode does with each session-scoped feature (`--session-feature`).
+    pub session_features: SessionFeaturePolicies,
+}
+
+/// When a client's origin connection goes back to the pool (`--pool-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// When each transaction ends: connections are shared, session state is tracked, pinned
+    /// or refused (`--session-feature`).
+    #[default]
+    Transaction,
+    /// When the client disconnects: one origin connection per client, everything works as
+    /// it does directly.
+    Session,
+}
+
+impl PoolMode {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        }
+    }
+}
+
+/// What transaction mode does when a client uses a session-scoped feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionPolicy {
+    /// Keep the client on its origin connection until it disconnects (counted against
+    /// `--max-pinned`).
+    Pin,
+    /// Answer with an ErrorResponse (0A000) naming the feature and this setting.
+    Refuse,
+}
+
+impl SessionPolicy {
+    /// The flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionPolicy::Pin => "pin",
+            SessionPolicy::Refuse => "refuse",
+        }
+    }
+}
+
+/// One [`SessionPolicy`] per [`SessionFeature`]; every feature is refused by default (as
+/// Hyperdrive documents them unsupported), so nothing silently holds a pooled connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionFeaturePolicies {
+    policies: [SessionPolicy; SessionFeature::ALL.len()],
+}
+
+impl Default for SessionFeaturePolicies {
+    fn default() -> Self {
+        SessionFeaturePolicies {
+            policies: [SessionPolicy::Refuse; SessionFeature::ALL.len()],
+        }
+    }
+}
+
+impl SessionFeaturePolicies {
+    /// The policy for `feature`.
+    pub fn get(&self, feature: SessionFeature) -> SessionPolicy {
+        self.policies[feature as usize]
+    }
+
+    /// Sets the policy for `feature`.
+    pub fn set(&mut self, feature: SessionFeature, policy: SessionPolicy) {
+        self.policies[feature as usize] = policy;
+    }
+
+    /// Every feature with its policy.
+    pub fn iter(&self) -> impl Iterator<Item = (SessionFeature, SessionPolicy)> + '_ {
+        SessionFeature::ALL
+            .into_iter()
+            .map(|feature| (feature, self.get(feature)))
+    }
 }
 
 /// The WebSocket tunnel to the origin's private network (`--tunnel` and friends). The origin
@@ -232,6 +314,11 @@ pub struct PoolConfig {
     pub min_connections: usize,
     /// Most connections open to the origin at once (`--pool-size`, default 8).
     pub max_connections: usize,
+    /// When a client's connection goes back to the pool (`--pool-mode`, default transaction).
+    pub mode: PoolMode,
+    /// Most connections clients may hold pinned in transaction mode (`--max-pinned`, default
+    /// half the pool, at least 1).
+    pub max_pinned: usize,
 }
 
 /// Every timeout the proxy enforces.
@@ -428,6 +515,29 @@ pub enum ConfigError {
         /// `--pool-size`.
         size: usize,
     },
+    /// `--max-pinned` above `--pool-size`.
+    #[error(
+        "--max-pinned ({pinned}, file key `max_pinned`) must not exceed --pool-size ({size}, \
+         file key `pool_size`)"
+    )]
+    MaxPinnedAboveSize {
+        /// `--max-pinned`.
+        pinned: usize,
+        /// `--pool-size`.
+        size: usize,
+    },
+    /// A `--session-feature` value is not `FEATURE=POLICY` with known names.
+    #[error(
+        "--session-feature {value:?} (file table `[session_features]`): {problem}; features: \
+         listen, temp_tables, advisory_locks, sql_prepare, hold_cursors, \
+         session_authorization; policies: pin, refuse"
+    )]
+    InvalidSessionFeature {
+        /// The value given.
+        value: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// A timeout that must be positive is zero.
     #[error("{flag} (file key `{key}`) must be at least 1 second")]
     ZeroTimeout {
@@ -590,6 +700,26 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub pool_min: Option<usize>,
 
+    /// When a client's origin connection returns to the pool: `transaction` (when each
+    /// transaction ends; session features follow --session-feature) or `session` (when the
+    /// client disconnects) [default: transaction].
+    #[arg(long, value_name = "MODE")]
+    pub pool_mode: Option<PoolMode>,
+
+    /// Most origin connections clients may hold pinned in transaction mode (see
+    /// --session-feature); a client that would pin one more gets an error instead
+    /// [default: half of --pool-size, at least 1].
+    #[arg(long, value_name = "N")]
+    pub max_pinned: Option<usize>,
+
+    /// What transaction mode does when a client uses a session-scoped feature, FEATURE=POLICY.
+    /// Features: listen, temp_tables, advisory_locks, sql_prepare, hold_cursors,
+    /// session_authorization. Policies: `refuse` (an error naming the feature) or `pin` (the
+    /// client keeps its origin connection until it disconnects). Repeatable; overrides the
+    /// file's [session_features] per feature [default: refuse for every feature].
+    #[arg(long, value_name = "FEATURE=POLICY")]
+    pub session_feature: Vec<String>,
+
     /// Seconds allowed to open an origin connection, TLS and authentication included
     /// [default: 15].
     #[arg(long, value_name = "SECS")]
@@ -697,6 +827,13 @@ pub struct FileConfig {
     pub pool_size: Option<usize>,
     /// `--pool-min`.
     pub pool_min: Option<usize>,
+    /// `--pool-mode`.
+    pub pool_mode: Option<PoolMode>,
+    /// `--max-pinned`.
+    pub max_pinned: Option<usize>,
+    /// `--session-feature`, as a `[session_features]` table of `feature = "policy"`.
+    #[serde(default)]
+    pub session_features: std::collections::BTreeMap<String, SessionPolicy>,
     /// `--connect-timeout`.
     pub connect_timeout: Option<u64>,
     /// `--acquire-timeout`.
@@ -808,15 +945,20 @@ fn pick<T: Clone>(flag: Option<&T>, file: Option<&T>) -> Option<T> {
 fn merge(cli: &Cli, file: &FileConfig) -> Result<ProxyConfig, ConfigError> {
     let origin = merge_origin(cli, file)?;
     let client_auth = merge_client_auth(cli, file, &origin)?;
+    let max_connections = cli
+        .pool_size
+        .or(file.pool_size)
+        .unwrap_or(DEFAULT_POOL_SIZE);
     Ok(ProxyConfig {
         listen: cli.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
         pool: PoolConfig {
             min_connections: cli.pool_min.or(file.pool_min).unwrap_or(DEFAULT_POOL_MIN),
-            max_connections: cli
-                .pool_size
-                .or(file.pool_size)
-                .unwrap_or(DEFAULT_POOL_SIZE),
+            max_connections,
+            mode: cli.pool_mode.or(file.pool_mode).unwrap_or_default(),
+            max_pinned: (cli.max_pinned.or(file.max_pinned))
+                .unwrap_or_else(|| default_max_pinned(max_connections)),
         },
+        session_features: merge_session_features(cli, file)?,
         timeouts: merge_timeouts(cli, file),
         tls: merge_listener_tls(cli, file)?,
         metrics: cli.metrics.or(file.metrics),
@@ -826,6 +968,50 @@ fn merge(cli: &Cli, file: &FileConfig) -> Result<ProxyConfig, ConfigError> {
         origin,
         client_auth,
     })
+}
+
+/// Default `--max-pinned`: half the pool, so pinned clients can never take every connection.
+pub fn default_max_pinned(pool_size: usize) -> usize {
+    (pool_size / 2).max(1)
+}
+
+fn merge_session_features(
+    cli: &Cli,
+    file: &FileConfig,
+) -> Result<SessionFeaturePolicies, ConfigError> {
+    let mut policies = SessionFeaturePolicies::default();
+    for (name, policy) in &file.session_features {
+        let feature = SessionFeature::from_config_name(name).ok_or_else(|| {
+            ConfigError::InvalidSessionFeature {
+                value: name.clone(),
+                problem: "unknown feature",
+            }
+        })?;
+        policies.set(feature, *policy);
+    }
+    for value in &cli.session_feature {
+        let (feature, policy) = parse_session_feature(value)?;
+        policies.set(feature, policy);
+    }
+    Ok(policies)
+}
+
+fn parse_session_feature(value: &str) -> Result<(SessionFeature, SessionPolicy), ConfigError> {
+    let invalid = |problem| ConfigError::InvalidSessionFeature {
+        value: value.to_string(),
+        problem,
+    };
+    let (name, policy) = value
+        .split_once('=')
+        .ok_or_else(|| invalid("expected FEATURE=POLICY"))?;
+    let feature =
+        SessionFeature::from_config_name(name.trim()).ok_or_else(|| invalid("unknown feature"))?;
+    let policy = match policy.trim() {
+        "pin" => SessionPolicy::Pin,
+        "refuse" => SessionPolicy::Refuse,
+        _ => return Err(invalid("unknown policy")),
+    };
+    Ok((feature, policy))
 }
 
 fn merge_tunnel(cli: &Cli, file: &FileConfig) -> Result<Option<TunnelConfig>, ConfigError> {
@@ -1082,6 +1268,12 @@ impl PoolConfig {
                 size,
             });
         }
+        if self.max_pinned > size {
+            return Err(ConfigError::MaxPinnedAboveSize {
+                pinned: self.max_pinned,
+                size,
+            });
+        }
         Ok(())
     }
 }
@@ -1139,6 +1331,8 @@ impl Default for PoolConfig {
         PoolConfig {
             min_connections: DEFAULT_POOL_MIN,
             max_connections: DEFAULT_POOL_SIZE,
+            mode: PoolMode::default(),
+            max_pinned: default_max_pinned(DEFAULT_POOL_SIZE),
         }
     }
 }
@@ -1578,6 +1772,7 @@ impl fmt::Debug for ProxyConfig {
             .field("metrics", &self.metrics)
             .field("max_message_size", &self.max_message_size)
             .field("tunnel", &self.tunnel)
+            .field("session_features", &self.session_features)
             .finish()
     }
 }
@@ -1857,7 +2052,9 @@ mod tests {
             config.pool,
             PoolConfig {
                 min_connections: 0,
-                max_connections: 8
+                max_connections: 8,
+                mode: PoolMode::Transaction,
+                max_pinned: 4,
             }
         );
         assert_eq!(config.timeouts, Timeouts::default());
@@ -1915,14 +2112,34 @@ mod tests {
             "127.0.0.1:9187",
             "--max-message-size",
             "65536",
+            "--pool-mode",
+            "session",
+            "--max-pinned",
+            "7",
+            "--session-feature",
+            "listen=pin",
+            "--session-feature",
+            "hold_cursors=pin",
         ])?;
         assert_eq!(config.listen, "0.0.0.0:7000".parse()?);
         assert_eq!(
             config.pool,
             PoolConfig {
                 min_connections: 3,
-                max_connections: 20
+                max_connections: 20,
+                mode: PoolMode::Session,
+                max_pinned: 7,
             }
+        );
+        let pinned: Vec<_> = config
+            .session_features
+            .iter()
+            .filter(|(_, policy)| *policy == SessionPolicy::Pin)
+            .map(|(feature, _)| feature)
+            .collect();
+        assert_eq!(
+            pinned,
+            [SessionFeature::Listen, SessionFeature::HoldCursors]
         );
         let t = config.timeouts;
         assert_eq!(
@@ -2023,6 +2240,7 @@ mod tests {
         let file = FileConfig::parse(text, Path::new("example.toml"))?;
         assert_eq!(file.pool_size, Some(16));
         assert_eq!(file.client_users.len(), 2);
+        assert_eq!(file.session_features.len(), 6);
         let origin = parse_origin_url(file.origin.as_deref().unwrap_or(""))?;
         assert_eq!(origin.password.as_deref(), Some("s3cr@t:pw"));
         assert_eq!(origin.sslmode, SslMode::VerifyFull);
@@ -2271,6 +2489,9 @@ mod tests {
             "--tls-key",
             "--metrics",
             "--max-message-size",
+            "--pool-mode",
+            "--max-pinned",
+            "--session-feature",
             "ORIGIN_URL",
             "scram-sha-256",
             "verify-full",
@@ -2329,6 +2550,64 @@ mod tests {
                 Ok(method)
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn session_features_from_file_and_flags() -> TestResult {
+        let file = toml_file(
+            "pool_mode = \"transaction\"\nmax_pinned = 2\n[session_features]\nlisten = \"pin\"\ntemp_tables = \"pin\"\n",
+        )?;
+        let config = load(&[
+            "--origin",
+            URL,
+            "--config",
+            path_str(&file)?,
+            "--session-feature",
+            "temp_tables=refuse",
+        ])?;
+        assert_eq!(config.pool.mode, PoolMode::Transaction);
+        assert_eq!(config.pool.max_pinned, 2);
+        let policies = config.session_features;
+        assert_eq!(policies.get(SessionFeature::Listen), SessionPolicy::Pin);
+        assert_eq!(
+            policies.get(SessionFeature::TempTables),
+            SessionPolicy::Refuse
+        );
+        assert_eq!(
+            policies.get(SessionFeature::SqlPrepare),
+            SessionPolicy::Refuse
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_session_features_are_named() {
+        for (value, problem) in [
+            ("listen", "expected FEATURE=POLICY"),
+            ("lisen=pin", "unknown feature"),
+            ("listen=keep", "unknown policy"),
+        ] {
+            let error = load(&["--origin", URL, "--session-feature", value])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.contains(problem), "{value}: {error}");
+            assert!(error.contains("--session-feature"), "{error}");
+        }
+        let error = load(&["--origin", URL, "--pool-size", "2", "--max-pinned", "3"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("--max-pinned"), "{error}");
+    }
+
+    #[test]
+    fn max_pinned_defaults_to_half_the_pool() -> TestResult {
+        let config = load(&["--origin", URL, "--pool-size", "1"])?;
+        assert_eq!(config.pool.max_pinned, 1);
+        let config = load(&["--origin", URL, "--pool-size", "10"])?;
+        assert_eq!(config.pool.max_pinned, 5);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! What every client session shares: the pool, the cancel keys, auth, TLS, limits, metrics.
 
 use crate::cancel::CancelRegistry;
+use crate::config::{PoolMode, SessionFeaturePolicies};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::tls::ClientTls;
@@ -8,6 +9,7 @@ use elephant_auth::{AuthMethod, StoredPassword};
 use elephant_protocol::DecoderLimits;
 use rand_core::RngCore;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -46,6 +48,55 @@ pub struct ProxyContext {
     pub shutdown: watch::Receiver<bool>,
     /// Randomness for cancel keys, salts and nonces (seeded by the simulator).
     pub rng: Mutex<Box<dyn RngCore + Send>>,
+    /// When clients give their origin connection back, and what happens to session features.
+    pub pooling: PoolingPolicy,
+}
+
+/// The pool mode and the session-feature policies, with the count of pinned connections.
+#[derive(Debug)]
+pub struct PoolingPolicy {
+    /// `--pool-mode`.
+    pub mode: PoolMode,
+    /// `--session-feature`.
+    pub features: SessionFeaturePolicies,
+    /// `--max-pinned`.
+    pub max_pinned: usize,
+    pinned: AtomicUsize,
+}
+
+impl PoolingPolicy {
+    /// A policy with nothing pinned yet.
+    pub fn new(mode: PoolMode, features: SessionFeaturePolicies, max_pinned: usize) -> Self {
+        PoolingPolicy {
+            mode,
+            features,
+            max_pinned,
+            pinned: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes one of the `max_pinned` slots; false when all are taken.
+    pub fn try_pin(&self) -> bool {
+        self.pinned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pinned| {
+                (pinned < self.max_pinned).then_some(pinned + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a slot taken by [`PoolingPolicy::try_pin`].
+    pub fn unpin(&self) {
+        let _ = self
+            .pinned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pinned| {
+                pinned.checked_sub(1)
+            });
+    }
+
+    /// Slots taken now.
+    pub fn pinned(&self) -> usize {
+        self.pinned.load(Ordering::Acquire)
+    }
 }
 
 impl ProxyContext {

@@ -15,16 +15,19 @@
 //!   [`cancel`]: the proxy's cancel keys;
 //! - [`stream`], [`tls`]: transports; [`metrics`]: Prometheus.
 
+pub mod buggify;
 pub mod cancel;
 pub mod client;
 pub mod config;
 pub mod context;
 pub mod metrics;
 pub mod origin;
+pub mod pinning;
 pub mod pool;
 pub mod prepared;
 pub mod server;
 pub mod session;
+pub mod sql;
 pub mod stream;
 pub mod tls;
 pub mod tunnel;

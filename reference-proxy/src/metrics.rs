@@ -70,6 +70,15 @@ const ERROR_KIND_LABEL_VALUES: [&str; 8] = [
 const DIRECTION_LABEL_VALUES: [&str; 2] = ["client_to_origin", "origin_to_client"];
 /// Known values of `elephant_proxy_cancel_requests_total{outcome}`.
 const CANCEL_OUTCOME_LABEL_VALUES: [&str; 4] = ["forwarded", "idle", "unknown_key", "failed"];
+/// Known values of the `feature` label (`crate::sql::SessionFeature::config_name`).
+const SESSION_FEATURE_LABEL_VALUES: [&str; 6] = [
+    "listen",
+    "temp_tables",
+    "advisory_locks",
+    "sql_prepare",
+    "hold_cursors",
+    "session_authorization",
+];
 
 /// Largest request head (request line plus headers plus the blank line) we read.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
@@ -138,6 +147,18 @@ pub struct Metrics {
     /// `elephant_proxy_origin_prepares_total`: `Parse` sent to an origin connection
     /// for a statement cached by name.
     pub prepared_statements_prepared_total: IntCounter,
+    /// `elephant_proxy_pinned_connections`: origin connections held by pinned clients now
+    /// (transaction mode; limited by `--max-pinned`).
+    pub pinned_connections: IntGauge,
+    /// `elephant_proxy_session_feature_pins_total{feature}`: clients pinned, by the feature
+    /// that pinned them.
+    pub session_feature_pins_total: IntCounterVec,
+    /// `elephant_proxy_session_feature_refusals_total{feature}`: statements refused, by
+    /// feature (policy `refuse`, or the pinned limit reached).
+    pub session_feature_refusals_total: IntCounterVec,
+    /// `elephant_proxy_settings_snapshots_total`: times the proxy read a client's settings
+    /// back from the origin after a transaction that may have changed them.
+    pub settings_snapshots_total: IntCounter,
 }
 
 impl Metrics {
@@ -217,6 +238,32 @@ impl Metrics {
                 r,
                 "origin_prepares_total",
                 "Parse messages sent to an origin connection for a statement cached by name",
+            )?,
+            pinned_connections: register(
+                r,
+                IntGauge::with_opts(opts(
+                    "pinned_connections",
+                    "Origin connections held by pinned clients (transaction mode)",
+                ))?,
+            )?,
+            session_feature_pins_total: counter_vec(
+                r,
+                "session_feature_pins_total",
+                "Clients pinned to their origin connection, by session feature",
+                "feature",
+                &SESSION_FEATURE_LABEL_VALUES,
+            )?,
+            session_feature_refusals_total: counter_vec(
+                r,
+                "session_feature_refusals_total",
+                "Statements refused for using a session feature, by feature",
+                "feature",
+                &SESSION_FEATURE_LABEL_VALUES,
+            )?,
+            settings_snapshots_total: counter(
+                r,
+                "settings_snapshots_total",
+                "Settings read back from the origin after a transaction that may have changed them",
             )?,
             registry,
         };

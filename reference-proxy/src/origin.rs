@@ -256,6 +256,9 @@ pub struct OriginConnection {
     pub applied_settings: Vec<(String, String)>,
     /// The last lend may have changed session state: reset before the next one.
     pub needs_reset: bool,
+    /// The last lend was a whole pinned session, which may have left SQL-level prepared
+    /// statements: the reset also runs `DEALLOCATE ALL` (and forgets the proxy's statements).
+    pub needs_full_reset: bool,
     /// The connection is unusable (broken stream, protocol desync): close instead of pooling.
     pub broken: bool,
 }
@@ -270,6 +273,7 @@ impl OriginConnection {
             idle_since: Instant::now(),
             applied_settings: Vec::new(),
             needs_reset: false,
+            needs_full_reset: false,
             broken: false,
         }
     }

@@ -314,6 +314,7 @@ impl Pool {
             return;
         }
         connection.idle_since = Instant::now();
+        connection.needs_reset &= !crate::buggify::enabled(crate::buggify::Bug::SkipResetOnReturn);
         if let Ok(mut idle) = self.inner.idle.lock() {
             idle.push_back(Idle { connection, permit });
             self.inner

@@ -35,6 +35,9 @@ pub struct StatementDefinition {
     /// Executing it may leave session state behind (decided once, from the text), so the
     /// connection it runs on needs a reset before the next borrower.
     pub may_change_session: bool,
+    /// Executing it may change a run-time setting (`SET`, `set_config`...): the session reads
+    /// its settings back from the origin after the transaction ([`crate::sql`]).
+    pub may_change_settings: bool,
 }
 
 impl StatementDefinition {
@@ -47,11 +50,13 @@ impl StatementDefinition {
         }
         let origin_name = PgString::from(format!("et_{:016x}", fnv1a_64(&content)));
         let may_change_session = crate::session::may_change_session_state(&query);
+        let may_change_settings = crate::sql::may_change_settings(query.as_bytes());
         StatementDefinition {
             query,
             parameter_types,
             origin_name,
             may_change_session,
+            may_change_settings,
         }
     }
 }
@@ -123,6 +128,9 @@ impl ClientStatements {
     /// The proxy ran a simple query of its own (a reset), which destroyed the unnamed
     /// statement on that connection: the client's must be prepared again before use.
     pub fn unnamed_invalidated(&mut self) {
+        if crate::buggify::enabled(crate::buggify::Bug::StaleUnnamedStatement) {
+            return;
+        }
         if let Some((_, on)) = &mut self.unnamed {
             *on = None;
         }
@@ -260,6 +268,7 @@ mod tests {
             parameter_types: vec![23],
             origin_name: real.origin_name.clone(),
             may_change_session: false,
+            may_change_settings: false,
         });
         statements.prepare(&forged);
         assert_eq!(

@@ -8,7 +8,7 @@
 use crate::cancel::CancelRegistry;
 use crate::client::serve_client;
 use crate::config::{ClientAuthMethod, ProxyConfig};
-use crate::context::{ClientAuth, ProxyContext};
+use crate::context::{ClientAuth, PoolingPolicy, ProxyContext};
 use crate::metrics::Metrics;
 use crate::origin::{OriginConnector, OriginLogin};
 use crate::pool::{Pool, PoolSettings};
@@ -153,6 +153,11 @@ pub fn build_context(
         client_idle_timeout: config.timeouts.client_idle,
         shutdown,
         rng: Mutex::new(rng),
+        pooling: PoolingPolicy::new(
+            config.pool.mode,
+            config.session_features,
+            config.pool.max_pinned,
+        ),
     }))
 }
 

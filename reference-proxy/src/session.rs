@@ -34,6 +34,24 @@ use std::sync::Arc;
 pub const RESET_QUERY: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
      SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
 
+/// [`RESET_QUERY`] plus `DEALLOCATE ALL`: for a connection coming back from a pinned session,
+/// which may have used SQL-level `PREPARE` (the proxy's own statements go too, and are
+/// forgotten).
+pub const FULL_RESET_QUERY: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; DEALLOCATE ALL;";
+
+/// Reads back the settings a session changed (`SET`, `set_config`, its startup options as the
+/// proxy applied them), so they follow the client to its next connection. `role` is not
+/// listed in `pg_settings` (it is hidden from `SHOW ALL`), so it is asked for separately.
+pub const SETTINGS_SNAPSHOT_QUERY: &str = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' \
+     UNION ALL SELECT 'role', pg_catalog.current_setting('role') \
+     WHERE pg_catalog.current_setting('role') <> 'none' ORDER BY 1";
+
+/// Sent in place of a refused statement while a transaction is open, so that the origin fails
+/// (and aborts the transaction) exactly where Postgres would have; its syntax error is replaced
+/// by the proxy's own ErrorResponse.
+const REFUSED_STATEMENT: &str = "elephant_tunnel_refused_statement";
+
 /// Name bound when a client refers to a statement it never prepared: it never exists on the
 /// origin, so the origin produces the genuine "does not exist" error (renamed back).
 const UNDEFINED_STATEMENT: &str = "et_undefined";
@@ -103,6 +121,12 @@ enum Disposition {
     /// Pass them to the client, renaming origin statement names in error messages back to the
     /// client's names.
     Forward { renames: Vec<(PgString, PgString)> },
+    /// Pass them to the client, but replace the origin's ErrorResponse by this one (a refused
+    /// statement, see [`REFUSED_STATEMENT`]).
+    ReplaceError(ErrorFields),
+    /// The proxy's settings snapshot ([`SETTINGS_SNAPSHOT_QUERY`]): keep the rows, answer
+    /// nothing.
+    CaptureSettings(Vec<(String, String)>),
     /// The proxy sent this message itself: drop the answers.
     Swallow,
     /// The proxy answered the client itself: emit this when the entry reaches the head.
@@ -186,8 +210,15 @@ pub struct Session {
     /// it holds a portal or an implicit transaction, so the connection cannot change hands.
     batch_open: bool,
     copy_in: bool,
-    /// Settings from the client's startup packet, applied on every connection it uses.
+    /// The client's settings, applied on every connection it uses: its startup options at
+    /// first, then what the origin reported after each transaction that may have changed them.
     settings: Vec<(String, String)>,
+    /// A statement of the current lend may have changed a setting: read them back before the
+    /// connection goes back to the pool.
+    settings_may_have_changed: bool,
+    /// The client keeps its origin connection until it disconnects (session pool mode, or a
+    /// session feature under the `pin` policy).
+    pinned: bool,
     /// The origin is copying in and the client has not ended the COPY yet: its Syncs and
     /// Flushes are ignored by Postgres.
     syncs_ignored_until_copy_end: bool,
@@ -211,6 +242,8 @@ impl Session {
             batch_open: false,
             copy_in: false,
             settings,
+            settings_may_have_changed: false,
+            pinned: false,
             syncs_ignored_until_copy_end: false,
             dirty: false,
             queries: 0,
@@ -239,12 +272,99 @@ impl Session {
     }
 
     /// True when the current transaction is over and every answer has arrived: the origin
-    /// connection can go back to the pool.
+    /// connection can go back to the pool — unless the session is pinned, or its settings
+    /// must be read back first ([`Session::wants_settings_snapshot`]).
     pub fn transaction_finished(&self) -> bool {
+        self.idle() && !self.pinned
+    }
+
+    /// True when no transaction, batch, COPY or answer is outstanding on the connection.
+    pub fn idle(&self) -> bool {
         self.pending.is_empty()
             && self.status == TransactionStatus::Idle
             && !self.copy_in
             && !self.batch_open
+    }
+
+    /// Keeps the client on its origin connection from now until it disconnects.
+    pub fn pin(&mut self) {
+        self.pinned = true;
+    }
+
+    /// True once [`Session::pin`] was called.
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// The client's settings as the proxy applies them on each connection it lends.
+    pub fn settings(&self) -> &[(String, String)] {
+        &self.settings
+    }
+
+    /// True when the finished transaction may have changed settings, which must be read back
+    /// ([`Session::request_settings_snapshot`]) before the connection is released.
+    pub fn wants_settings_snapshot(&self) -> bool {
+        self.settings_may_have_changed && !self.pinned && self.idle()
+    }
+
+    /// Asks the origin for the session's settings; the answer replaces the client's settings
+    /// ([`Disposition::CaptureSettings`]).
+    pub fn request_settings_snapshot(&mut self, out: &mut Outbox) -> Result<(), SessionError> {
+        self.settings_may_have_changed = false;
+        FrontendMessage::Query(PgString::from(SETTINGS_SNAPSHOT_QUERY))
+            .encode(&mut out.to_origin)?;
+        self.push(
+            Expect::SimpleQuery,
+            Disposition::CaptureSettings(Vec::new()),
+        );
+        Ok(())
+    }
+
+    /// True when a statement from the client would be executed (not skipped after an error):
+    /// only then is it checked for session features.
+    pub fn executes_statements(&self) -> bool {
+        !self.skipping_locally && !self.skipping_until_sync
+    }
+
+    /// Answers a refused Query or Parse with `fields`. Without a connection the proxy answers
+    /// as Postgres does for a failing statement outside a transaction; with one, the origin is
+    /// made to fail at the same place ([`REFUSED_STATEMENT`]) so the transaction and the
+    /// batch end exactly as they would have.
+    pub fn refuse(
+        &mut self,
+        fields: ErrorFields,
+        message: &FrontendMessage,
+        connection: Option<&mut OriginConnection>,
+        out: &mut Outbox,
+    ) -> Result<(), SessionError> {
+        let simple = matches!(message, FrontendMessage::Query(_));
+        if connection.is_none() {
+            BackendMessage::ErrorResponse(fields).encode(&mut out.to_client)?;
+            if simple {
+                self.push(
+                    Expect::SimpleQuery,
+                    Disposition::Synthetic(BackendMessage::ReadyForQuery(self.status)),
+                );
+            } else {
+                self.skipping_locally = true;
+            }
+            return self.emit_synthetic(out);
+        }
+        self.statements.unnamed_destroyed();
+        if simple {
+            FrontendMessage::Query(PgString::from(REFUSED_STATEMENT)).encode(&mut out.to_origin)?;
+            self.push(Expect::SimpleQuery, Disposition::ReplaceError(fields));
+            self.batch_open = false;
+        } else {
+            parse_message(
+                &StatementDefinition::new(PgString::from(REFUSED_STATEMENT), Vec::new()),
+                PgString::default(),
+            )
+            .encode(&mut out.to_origin)?;
+            self.push(Expect::Parse, Disposition::ReplaceError(fields));
+            self.batch_open = true;
+        }
+        Ok(())
     }
 
     /// True when answering `message` needs an origin connection; otherwise
@@ -270,7 +390,8 @@ impl Session {
     /// every connection in open transactions (pgbench `-M prepared` with more clients per
     /// thread than pooled connections) would otherwise wait for each other forever.
     pub fn can_defer(&self, message: &FrontendMessage) -> bool {
-        matches!(message, FrontendMessage::Parse(parse) if !parse.name.is_empty())
+        !self.pinned
+            && matches!(message, FrontendMessage::Parse(parse) if !parse.name.is_empty())
             && self.pending.is_empty()
             && self.status == TransactionStatus::Idle
             && !self.skipping_until_sync
@@ -350,20 +471,18 @@ impl Session {
         // this client last used it (found by the simulator): prepare ours again before use.
         self.statements.unnamed_invalidated();
         let settings_differ = connection.applied_settings != self.settings;
-        if !connection.needs_reset && !settings_differ {
+        if !connection.needs_reset && !connection.needs_full_reset && !settings_differ {
             return Ok(());
         }
         let mut sql = String::new();
-        if connection.needs_reset || !connection.applied_settings.is_empty() {
+        if connection.needs_full_reset {
+            sql.push_str(FULL_RESET_QUERY);
+            connection.statements.clear();
+            connection.needs_full_reset = false;
+        } else if connection.needs_reset || !connection.applied_settings.is_empty() {
             sql.push_str(RESET_QUERY);
         }
-        for (name, value) in &self.settings {
-            sql.push_str(&format!(
-                " SET {} = {};",
-                quote_identifier(name),
-                quote_literal(value)
-            ));
-        }
+        sql.push_str(&apply_settings_query(&self.settings));
         FrontendMessage::Query(PgString::from(sql)).encode(&mut out.to_origin)?;
         self.push(Expect::SimpleQuery, Disposition::Swallow);
         self.statements.unnamed_invalidated();
@@ -374,7 +493,8 @@ impl Session {
 
     /// Called when the connection goes back to the pool: remembers whether it needs a reset.
     pub fn detach(&mut self, connection: &mut OriginConnection) {
-        connection.needs_reset |= self.dirty;
+        connection.needs_reset |= self.dirty || self.pinned;
+        connection.needs_full_reset |= self.pinned;
         self.dirty = false;
     }
 
@@ -571,6 +691,7 @@ impl Session {
     fn simple_query(&mut self, sql: PgString, out: &mut Outbox) -> Result<(), SessionError> {
         self.queries += 1;
         self.dirty |= may_change_session_state(&sql);
+        self.settings_may_have_changed |= crate::sql::may_change_settings(sql.as_bytes());
         // A simple query destroys the unnamed statement on the connection it runs on.
         self.statements.unnamed_destroyed();
         FrontendMessage::Query(sql).encode(&mut out.to_origin)?;
@@ -717,6 +838,7 @@ impl Session {
         // connection each time it runs, not only when it was parsed.
         if let Some(definition) = self.statements.definition(&bind.statement) {
             self.dirty |= definition.may_change_session;
+            self.settings_may_have_changed |= definition.may_change_settings;
         }
         let renames = self.use_statement(&bind.statement, connection, out)?;
         let statement = renames
@@ -751,7 +873,7 @@ impl Session {
         let swallowing = matches!(
             self.pending.front(),
             Some(Pending {
-                disposition: Disposition::Swallow,
+                disposition: Disposition::Swallow | Disposition::CaptureSettings(_),
                 ..
             })
         );
@@ -765,10 +887,12 @@ impl Session {
             BackendMessage::ParameterStatus { .. } => {
                 if !swallowing {
                     self.dirty = true;
+                    self.settings_may_have_changed = true;
                     message.encode(&mut out.to_client)?;
                 }
                 return Ok(());
             }
+            BackendMessage::DataRow(row) => self.capture_setting(row),
             BackendMessage::ErrorResponse(fields) => {
                 return self.origin_error(fields.clone(), connection, out);
             }
@@ -788,9 +912,33 @@ impl Session {
                 self.status = status;
                 self.copy_in = false;
             }
-            self.pending.pop_front();
+            if let Some(Pending {
+                disposition: Disposition::CaptureSettings(settings),
+                ..
+            }) = self.pending.pop_front()
+            {
+                connection.applied_settings = settings.clone();
+                self.settings = settings;
+            }
         }
         self.emit_synthetic(out)
+    }
+
+    /// Keeps one `(name, setting)` row of the settings snapshot.
+    fn capture_setting(&mut self, row: &elephant_protocol::backend::DataRow) {
+        let Some(Pending {
+            disposition: Disposition::CaptureSettings(settings),
+            ..
+        }) = self.pending.front_mut()
+        else {
+            return;
+        };
+        if let [Some(name), Some(value)] = row.values() {
+            settings.push((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            ));
+        }
     }
 
     fn note_command(&mut self, tag: &PgString, connection: &mut OriginConnection) {
@@ -825,11 +973,16 @@ impl Session {
             _ => &[],
         };
         // Errors of injected messages still reach the client: its own next message would have
-        // failed the same way. Errors of the proxy's reset do not.
-        let is_reset =
-            head.expect == Expect::SimpleQuery && matches!(head.disposition, Disposition::Swallow);
-        if is_reset {
+        // failed the same way. Errors of the proxy's reset and settings snapshot do not.
+        let is_proxy_query = head.expect == Expect::SimpleQuery
+            && matches!(
+                head.disposition,
+                Disposition::Swallow | Disposition::CaptureSettings(_)
+            );
+        if is_proxy_query {
             connection.broken = true;
+        } else if let Disposition::ReplaceError(refusal) = &head.disposition {
+            BackendMessage::ErrorResponse(refusal.clone()).encode(&mut out.to_client)?;
         } else {
             BackendMessage::ErrorResponse(rename(fields, renames)).encode(&mut out.to_client)?;
         }
@@ -946,6 +1099,26 @@ pub fn may_change_session_state(sql: &PgString) -> bool {
             | "TABLE"
     );
     !harmless || lower.contains(" into ") && first_word == "SELECT"
+}
+
+/// `SELECT set_config(...)` applying `settings` for the session, or nothing when there are
+/// none. `set_config` takes the value as the setting's own text (a list setting such as
+/// `search_path` keeps its elements), where `SET name = 'literal'` would make it one element.
+pub fn apply_settings_query(settings: &[(String, String)]) -> String {
+    if settings.is_empty() {
+        return String::new();
+    }
+    let calls: Vec<String> = settings
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "pg_catalog.set_config({}, {}, false)",
+                quote_literal(name),
+                quote_literal(value)
+            )
+        })
+        .collect();
+    format!(" SELECT {};", calls.join(", "))
 }
 
 /// Quotes an identifier for SQL (`"name"`, doubling embedded quotes).

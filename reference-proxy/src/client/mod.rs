@@ -13,10 +13,13 @@ mod startup;
 pub use startup::{StartedClient, StartupError, client_settings, start_client};
 
 use crate::cancel::{ActiveCancels, CancelTarget};
+use crate::config::{PoolMode, SessionPolicy};
 use crate::context::ProxyContext;
 use crate::origin::{CANCEL_TIMEOUT, PROXY_ERROR_SQLSTATE, READ_CHUNK};
+use crate::pinning;
 use crate::pool::Lent;
 use crate::session::{Outbox, Session, SessionError};
+use crate::sql::SessionFeature;
 use crate::stream::BoxedStream;
 use bytes::{Buf, BytesMut};
 use elephant_protocol::{
@@ -107,12 +110,17 @@ pub async fn serve_client(ctx: Arc<ProxyContext>, stream: BoxedStream, peer: Str
 }
 
 async fn run_session(ctx: &ProxyContext, started: StartedClient) {
+    let mut session = Session::new(started.settings);
+    if ctx.pooling.mode == PoolMode::Session {
+        session.pin();
+    }
     let mut client = Client {
         ctx,
         stream: started.stream,
         buffer: started.buffer,
         decoder: started.decoder,
-        session: Session::new(started.settings),
+        session,
+        pin_slot: None,
         out: Outbox::default(),
         attached: None,
         pid: started.key.process_id,
@@ -132,6 +140,8 @@ struct Client<'a> {
     buffer: BytesMut,
     decoder: FrontendDecoder,
     session: Session,
+    /// The session feature that pinned this client, holding one `--max-pinned` slot.
+    pin_slot: Option<SessionFeature>,
     out: Outbox,
     attached: Option<Attached>,
     pid: i32,
@@ -148,7 +158,7 @@ impl Client<'_> {
     async fn run(&mut self) -> End {
         let mut shutdown = self.ctx.shutdown.clone();
         loop {
-            if self.closing && self.attached.is_none() {
+            if self.closing && (self.attached.is_none() || self.session.idle()) {
                 return End::Closed(ErrorFields::new(
                     "FATAL",
                     "57P01",
@@ -290,8 +300,32 @@ impl Client<'_> {
             }
             return Ok(());
         }
+        let mut pin_for = None;
+        if let Some(feature) =
+            pinning::feature_to_decide(&self.ctx.pooling, &self.session, &message)
+        {
+            match self.ctx.pooling.features.get(feature) {
+                SessionPolicy::Pin if self.ctx.pooling.try_pin() => pin_for = Some(feature),
+                SessionPolicy::Pin => {
+                    let max = self.ctx.pooling.max_pinned;
+                    return self
+                        .refuse(feature, &message, pinning::pin_limit_reached(feature, max))
+                        .await;
+                }
+                SessionPolicy::Refuse => {
+                    return self
+                        .refuse(feature, &message, pinning::refused(feature))
+                        .await;
+                }
+            }
+        }
         if self.attached.is_none() && self.session.needs_origin(&message) {
-            if self.session.can_defer(&message) {
+            if pin_for.is_some() {
+                if !self.attach(&message).await? {
+                    self.ctx.pooling.unpin();
+                    return Ok(());
+                }
+            } else if self.session.can_defer(&message) {
                 match self.ctx.pool.try_acquire_now().await {
                     Some(lent) => self.attach_lent(lent)?,
                     None => {
@@ -302,6 +336,9 @@ impl Client<'_> {
             } else if !self.attach(&message).await? {
                 return Ok(());
             }
+        }
+        if let Some(feature) = pin_for {
+            self.pin(feature);
         }
         let result = match self.attached.as_mut() {
             Some(attached) => {
@@ -316,6 +353,49 @@ impl Client<'_> {
             .metrics
             .prepared_statements_prepared_total
             .inc_by(prepares);
+        self.release_if_finished().await;
+        Ok(())
+    }
+
+    /// Keeps the attached connection for the rest of the session (a slot is already taken).
+    fn pin(&mut self, feature: SessionFeature) {
+        self.session.pin();
+        self.pin_slot = Some(feature);
+        self.ctx.metrics.pinned_connections.inc();
+        self.ctx
+            .metrics
+            .session_feature_pins_total
+            .with_label_values(&[feature.config_name()])
+            .inc();
+        tracing::info!(
+            feature = feature.config_name(),
+            pinned = self.ctx.pooling.pinned(),
+            "client pinned to its origin connection until it disconnects"
+        );
+    }
+
+    /// Answers a statement that uses a refused session feature with `fields`.
+    async fn refuse(
+        &mut self,
+        feature: SessionFeature,
+        message: &FrontendMessage,
+        fields: ErrorFields,
+    ) -> Result<(), End> {
+        self.ctx
+            .metrics
+            .session_feature_refusals_total
+            .with_label_values(&[feature.config_name()])
+            .inc();
+        tracing::info!(
+            feature = feature.config_name(),
+            sqlstate = fields.get(b'C').map(|c| c.to_string()).unwrap_or_default(),
+            "session feature refused"
+        );
+        let connection = self.attached.as_mut().map(|a| &mut a.lent.connection);
+        let refused = self
+            .session
+            .refuse(fields, message, connection, &mut self.out);
+        refused.map_err(|error| self.session_failed(error))?;
         self.release_if_finished().await;
         Ok(())
     }
@@ -424,6 +504,14 @@ impl Client<'_> {
         if !self.session.transaction_finished() || !self.out.to_origin.is_empty() {
             return;
         }
+        if self.attached.is_some() && self.session.wants_settings_snapshot() {
+            // The connection stays attached until the snapshot's answer arrives.
+            if let Err(error) = self.session.request_settings_snapshot(&mut self.out) {
+                tracing::warn!(%error, "cannot ask the origin for the session's settings");
+            }
+            self.ctx.metrics.settings_snapshots_total.inc();
+            return;
+        }
         let Some(mut attached) = self.attached.take() else {
             return;
         };
@@ -480,6 +568,10 @@ impl Client<'_> {
         .await;
         self.out.to_client.clear();
         self.cleanup_origin().await;
+        if self.pin_slot.take().is_some() {
+            self.ctx.pooling.unpin();
+            self.ctx.metrics.pinned_connections.dec();
+        }
     }
 
     /// Ends the vanished client's transaction on its origin connection, then returns the
@@ -491,7 +583,7 @@ impl Client<'_> {
         self.ctx.cancels.set_target(self.pid, None);
         let connection = &mut attached.lent.connection;
         let mut reusable = !connection.broken;
-        if reusable && !self.session.transaction_finished() {
+        if reusable && !self.session.idle() {
             reusable = tokio::time::timeout(
                 CLEANUP_TIMEOUT,
                 drain_abandoned(&mut self.session, connection, &mut self.out),
@@ -524,7 +616,7 @@ async fn drain_abandoned(
         return false;
     }
     out.to_origin.clear();
-    while !session.transaction_finished() {
+    while !session.idle() {
         let Ok(message) = connection.link.receive().await else {
             return false;
         };

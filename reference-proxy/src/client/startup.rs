@@ -4,7 +4,7 @@
 use super::io::{ClientIoError, read_message, write_messages};
 use crate::context::ProxyContext;
 use crate::origin::PROXY_ERROR_SQLSTATE;
-use crate::session::{quote_identifier, quote_literal};
+use crate::session::apply_settings_query;
 use crate::stream::BoxedStream;
 use bytes::BytesMut;
 use elephant_auth::AuthMethod;
@@ -381,10 +381,7 @@ async fn ask_origin(
     settings: &[(String, String)],
 ) -> Result<Vec<(PgString, PgString)>, ErrorFields> {
     let mut lent = ctx.pool.acquire().await.map_err(|e| e.to_error_fields())?;
-    let sql: String = settings
-        .iter()
-        .map(|(name, value)| format!("SET {} = {};", quote_identifier(name), quote_literal(value)))
-        .collect();
+    let sql = apply_settings_query(settings);
     let connection = &mut lent.connection;
     let mut reported = Vec::new();
     let mut failure = None;
