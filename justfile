@@ -26,6 +26,7 @@ test: prereqs
     else \
         cargo test --workspace --no-fail-fast; \
     fi
+    cargo test -p sim --features buggify --test bites
 
 # Run the codec's property tests with many more cases (default 100000 each).
 proptest-long CASES="100000":

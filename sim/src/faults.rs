@@ -225,6 +225,19 @@ impl FaultPlan {
         FaultPlan { faults }
     }
 
+    /// The faults at `indices` (positions in this plan; out-of-range ones are ignored), in
+    /// plan order: what shrinking and `--keep-faults` run instead of the whole plan.
+    pub fn subset(&self, indices: &[usize]) -> FaultPlan {
+        let faults = self
+            .faults
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| indices.contains(index))
+            .map(|(_, scheduled)| *scheduled)
+            .collect();
+        FaultPlan { faults }
+    }
+
     /// Counts by kind.
     pub fn counts(&self) -> BTreeMap<FaultKind, u64> {
         let mut counts = BTreeMap::new();

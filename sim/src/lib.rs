@@ -13,7 +13,9 @@
 //! - [`scenario`]: world shapes; [`faults`]: the seed's fault plan; [`world`]: the hosts;
 //! - [`workload`]: the clients (tokio-postgres, and [`raw`] for what tokio-postgres never
 //!   sends); [`trace`]: what they saw; [`invariants`]: the checks;
-//! - [`runner`]: one seed or many; [`report`]: the summary table and failure files.
+//! - [`runner`]: one seed or many; [`report`]: the summary table and failure files;
+//! - [`shrink`]: a failing fault plan reduced to a minimal one, and the reproducer line of
+//!   `testdata/sim/regression-seeds.txt`.
 //!
 //! ## Determinism
 //!
@@ -44,6 +46,7 @@ pub mod raw;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod shrink;
 pub mod trace;
 pub mod workload;
 pub mod world;

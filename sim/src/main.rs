@@ -7,9 +7,11 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use reference_proxy::buggify::{self, Bug};
 use sim::report;
 use sim::runner::{self, SeedReport};
 use sim::scenario::Scenario;
+use sim::shrink;
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -22,6 +24,9 @@ const MAX_RERUNS: usize = 5;
 const EXIT_VIOLATION: u8 = 1;
 /// Exit status for bad arguments (clap uses 2 as well).
 const EXIT_USAGE: u8 = 2;
+/// Failing seeds shrunk per run (each shrink reruns the seed up to
+/// `shrink::MAX_SHRINK_RUNS` times).
+const MAX_SHRINKS: usize = 3;
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +64,16 @@ enum Command {
         /// Worker threads [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
+        /// Plant a known pooler bug in the proxy (repeatable; needs `--features buggify`):
+        /// skip-reset, cancel-wrong-connection, stale-unnamed-statement.
+        #[arg(long, value_name = "BUG", value_parser = parse_bug)]
+        buggify: Vec<Bug>,
+        /// Do not shrink failing seeds' fault plans.
+        #[arg(long)]
+        no_shrink: bool,
+        /// Do not add shrunk reproducers to testdata/sim/regression-seeds.txt.
+        #[arg(long)]
+        no_record: bool,
     },
     /// Run one seed and print its trace.
     Replay {
@@ -77,6 +92,13 @@ enum Command {
         /// Also show every message the fake origin received and sent.
         #[arg(long)]
         wire: bool,
+        /// Run only these faults of the seed's plan: positions, comma-separated, or `none`
+        /// (what a shrunk reproducer prints).
+        #[arg(long, value_name = "I,J,...", value_parser = parse_keep)]
+        keep_faults: Option<Vec<usize>>,
+        /// Plant a known pooler bug in the proxy (repeatable; needs `--features buggify`).
+        #[arg(long, value_name = "BUG", value_parser = parse_bug)]
+        buggify: Vec<Bug>,
     },
     /// List the scenarios.
     Scenarios,
@@ -90,9 +112,22 @@ fn main() -> ExitCode {
             scenario,
             faults,
             threads,
-        } => match scenario_named(&scenario) {
-            Some(scenario) => run(&scenario, start_seed, seeds, faults == OnOff::On, threads),
-            None => ExitCode::from(EXIT_USAGE),
+            buggify,
+            no_shrink,
+            no_record,
+        } => match (scenario_named(&scenario), plant(&buggify)) {
+            (Some(scenario), true) => {
+                let options = RunArgs {
+                    start: start_seed,
+                    count: seeds,
+                    faults: faults == OnOff::On,
+                    threads,
+                    shrink: !no_shrink,
+                    record: !no_record,
+                };
+                run(&scenario, &options)
+            }
+            _ => ExitCode::from(EXIT_USAGE),
         },
         Command::Replay {
             seed,
@@ -100,16 +135,19 @@ fn main() -> ExitCode {
             faults,
             proxy_log,
             wire,
-        } => match scenario_named(&scenario) {
-            Some(scenario) => {
+            keep_faults,
+            buggify,
+        } => match (scenario_named(&scenario), plant(&buggify)) {
+            (Some(scenario), true) => {
                 let options = runner::RunOptions {
                     faults: faults == OnOff::On,
                     keep_trace: true,
                     wire,
+                    keep_faults,
                 };
                 replay(&scenario, seed, options, proxy_log)
             }
-            None => ExitCode::from(EXIT_USAGE),
+            _ => ExitCode::from(EXIT_USAGE),
         },
         Command::Scenarios => {
             for scenario in Scenario::all() {
@@ -148,19 +186,55 @@ fn progress(seeds: u64) -> ProgressBar {
     bar
 }
 
-fn run(
-    scenario: &Scenario,
+fn parse_bug(name: &str) -> Result<Bug, String> {
+    Bug::named(name).ok_or_else(|| {
+        let names: Vec<&str> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+        format!("unknown bug {name:?}; choose one of {}", names.join(", "))
+    })
+}
+
+fn parse_keep(text: &str) -> Result<Vec<usize>, String> {
+    shrink::parse_keep(text)
+        .ok_or_else(|| format!("{text:?}: expected fault positions such as 0,2, or none"))
+}
+
+/// Plants the asked-for bugs for the whole process; false (with a message) when this build
+/// cannot.
+fn plant(bugs: &[Bug]) -> bool {
+    match buggify::plant(bugs) {
+        Ok(()) => true,
+        Err(error) => {
+            eprintln!("sim: {error}: `cargo run --release -p sim --features buggify -- ...`");
+            false
+        }
+    }
+}
+
+/// What `sim run` was asked to do.
+struct RunArgs {
     start: u64,
     count: u64,
     faults: bool,
     threads: Option<usize>,
-) -> ExitCode {
+    shrink: bool,
+    record: bool,
+}
+
+fn run(scenario: &Scenario, args: &RunArgs) -> ExitCode {
+    let RunArgs {
+        start,
+        count,
+        faults,
+        threads,
+        ..
+    } = *args;
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     say(&format!(
-        "sim: {count} seeds from {start} of scenario {} (faults {}) on {threads} thread(s)",
+        "sim: {count} seeds from {start} of scenario {} (faults {}) on {threads} thread(s){}",
         scenario.name,
-        if faults { "on" } else { "off" }
+        if faults { "on" } else { "off" },
+        planted_note()
     ));
     let seeds: Vec<u64> = (start..start.saturating_add(count)).collect();
     let bar = progress(count);
@@ -191,18 +265,94 @@ fn run(
             }
         };
         say(&report::failure(report, file.as_deref(), reproduced));
+        if args.shrink && index < MAX_SHRINKS {
+            shrink_and_record(report, scenario, args.record);
+        }
     }
     say(&report::summary(scenario, faults, &reports, wall));
     if failures.is_empty() {
         say("All invariants held.");
         ExitCode::SUCCESS
     } else {
+        if let Some(first) = failures.iter().map(|r| r.seed).min() {
+            say(&format!(
+                "First failing seed: {first} ({} seed(s) into the run).",
+                first - start + 1
+            ));
+        }
         say(&format!(
             "{} seed(s) violated invariants; replay one with `{}`.",
             failures.len(),
             report::replay_command(failures[0])
         ));
         ExitCode::from(EXIT_VIOLATION)
+    }
+}
+
+fn planted_note() -> String {
+    let planted = buggify::planted();
+    if planted.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = planted.iter().map(|bug| bug.name()).collect();
+    format!(", planted bugs: {}", names.join(", "))
+}
+
+/// Shrinks a failing seed's fault plan, prints the reproducer, and records it.
+fn shrink_and_record(report: &SeedReport, scenario: &Scenario, record: bool) {
+    let shrunk = shrink::shrink(report, scenario);
+    let reproducer = &shrunk.reproducer;
+    let rerun = runner::run_seed_with(reproducer.seed, scenario, reproducer.options(false));
+    let reproduced = rerun.verdict.violations.iter().any(|v| {
+        shrunk
+            .report
+            .verdict
+            .violations
+            .iter()
+            .any(|w| w.invariant == v.invariant)
+    });
+    let mut text = format!(
+        "  shrunk in {} run(s): {} of {} fault(s){} -> {}",
+        shrunk.runs,
+        shrunk.faults_left(),
+        shrunk.original_faults,
+        if reproducer.faults {
+            ""
+        } else {
+            " (faults off)"
+        },
+        if reproduced {
+            "fails again on rerun"
+        } else {
+            "did not fail on rerun (a tokio select! tie; see the sim crate docs)"
+        }
+    );
+    for line in shrunk.report.plan.render() {
+        text.push_str(&format!("\n    {line}"));
+    }
+    if let Some(violation) = shrunk.report.verdict.violations.first() {
+        text.push_str(&format!("\n  shrunk violation: {violation}"));
+    }
+    text.push_str(&format!("\n  reproducer: {}", reproducer.replay_command()));
+    say(&text);
+    if !record {
+        return;
+    }
+    let why = shrunk
+        .report
+        .verdict
+        .violations
+        .first()
+        .map(|v| format!("{:?} (found by sim run)", v.invariant))
+        .unwrap_or_default();
+    match shrink::record(reproducer, &why) {
+        Ok(true) => say(&format!(
+            "  recorded in {}: {}",
+            shrink::REGRESSION_SEEDS,
+            reproducer.line()
+        )),
+        Ok(false) => {}
+        Err(error) => eprintln!("sim: could not record the reproducer: {error}"),
     }
 }
 

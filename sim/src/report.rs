@@ -205,16 +205,9 @@ pub fn group(value: u64) -> String {
     out
 }
 
-/// The command that replays a seed.
+/// The command that replays a seed (with its fault subset and planted bugs, if any).
 pub fn replay_command(report: &SeedReport) -> String {
-    let mut command = format!("just sim-replay {}", report.seed);
-    if report.scenario != Scenario::standard().name {
-        let _ = write!(command, " --scenario {}", report.scenario);
-    }
-    if !report.faults {
-        command.push_str(" --faults off");
-    }
-    command
+    crate::shrink::Reproducer::of(report).replay_command()
 }
 
 /// What the terminal shows for a failing seed.
@@ -236,7 +229,7 @@ pub fn failure(report: &SeedReport, file: Option<&Path>, reproduced: Option<bool
             report.verdict.violations.len() - MAX_VIOLATIONS_SHOWN
         );
     }
-    let _ = writeln!(out, "  fault plan:");
+    let _ = writeln!(out, "  fault plan{}:", kept_note(report));
     for line in report.plan.render() {
         let _ = writeln!(out, "    {line}");
     }
@@ -258,6 +251,22 @@ pub fn failure(report: &SeedReport, file: Option<&Path>, reproduced: Option<bool
     out
 }
 
+fn kept_note(report: &SeedReport) -> String {
+    let mut note = String::new();
+    if let Some(keep) = &report.kept_faults {
+        let _ = write!(
+            note,
+            " (only faults {} of the seed's plan)",
+            crate::shrink::render_keep(keep)
+        );
+    }
+    if !report.bugs.is_empty() {
+        let names: Vec<&str> = report.bugs.iter().map(|bug| bug.name()).collect();
+        let _ = write!(note, " [planted bugs: {}]", names.join(", "));
+    }
+    note
+}
+
 /// The full, readable account of a seed: header, violations, fault plan, trace.
 pub fn trace_file_text(report: &SeedReport) -> String {
     let mut out = String::new();
@@ -274,7 +283,7 @@ pub fn trace_file_text(report: &SeedReport) -> String {
     for violation in &report.verdict.violations {
         let _ = writeln!(out, "  {violation}");
     }
-    let _ = writeln!(out, "\nfault plan:");
+    let _ = writeln!(out, "\nfault plan{}:", kept_note(report));
     for line in report.plan.render() {
         let _ = writeln!(out, "  {line}");
     }

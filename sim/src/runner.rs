@@ -12,6 +12,7 @@ use crate::invariants::{self, Evidence, Invariant, Verdict};
 use crate::scenario::Scenario;
 use crate::trace::Fate;
 use crate::world::World;
+use reference_proxy::buggify::{self, Bug};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -34,8 +35,12 @@ pub struct SeedReport {
     pub scenario: String,
     /// Whether faults were on.
     pub faults: bool,
-    /// The network fault plan.
+    /// The network fault plan that ran (a subset of the seed's when `kept_faults` is set).
     pub plan: FaultPlan,
+    /// Positions in the seed's plan of the faults that ran, when not all of them did.
+    pub kept_faults: Option<Vec<usize>>,
+    /// Bugs planted in the proxy while the seed ran (`buggify` builds only).
+    pub bugs: Vec<Bug>,
     /// Faults injected (network and client-side), by kind.
     pub fault_counts: BTreeMap<FaultKind, u64>,
     /// Checks and violations.
@@ -94,7 +99,7 @@ fn install_panic_hook() {
 }
 
 /// How to run one seed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Network faults and hostile clients.
     pub faults: bool,
@@ -102,6 +107,8 @@ pub struct RunOptions {
     pub keep_trace: bool,
     /// Put the fake origin's wire messages in the trace.
     pub wire: bool,
+    /// Run only these faults of the seed's plan (positions in it); `None`: all.
+    pub keep_faults: Option<Vec<usize>>,
 }
 
 /// Runs one seed. `keep_trace` keeps the trace even when the seed passes.
@@ -113,6 +120,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario, faults: bool, keep_trace: bool) 
             faults,
             keep_trace,
             wire: false,
+            keep_faults: None,
         },
     )
 }
@@ -123,19 +131,23 @@ pub fn run_seed_with(seed: u64, scenario: &Scenario, options: RunOptions) -> See
         faults,
         keep_trace,
         wire,
+        keep_faults,
     } = options;
     install_panic_hook();
     CAPTURING.with(|c| c.set(true));
     PANICS.with(|p| p.borrow_mut().clear());
     let started = Instant::now();
-    let result =
-        std::panic::catch_unwind(AssertUnwindSafe(|| simulate(seed, scenario, faults, wire)));
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        simulate(seed, scenario, faults, wire, keep_faults.as_deref())
+    }));
     let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
     CAPTURING.with(|c| c.set(false));
     let mut report = match result {
         Ok(report) => report,
         Err(_) => crashed(seed, scenario, faults),
     };
+    report.kept_faults = keep_faults;
+    report.bugs = buggify::planted();
     report.wall_time = started.elapsed();
     if panics.is_empty() {
         report.verdict.passed(Invariant::NoPanic, 1);
@@ -149,8 +161,14 @@ pub fn run_seed_with(seed: u64, scenario: &Scenario, options: RunOptions) -> See
     report
 }
 
-fn simulate(seed: u64, scenario: &Scenario, faults: bool, wire: bool) -> SeedReport {
-    let world = match World::build_with(seed, scenario, faults, wire) {
+fn simulate(
+    seed: u64,
+    scenario: &Scenario,
+    faults: bool,
+    wire: bool,
+    keep_faults: Option<&[usize]>,
+) -> SeedReport {
+    let world = match World::build_with(seed, scenario, faults, wire, keep_faults) {
         Ok(world) => world,
         Err(error) => {
             let mut report = crashed(seed, scenario, faults);
@@ -204,6 +222,8 @@ fn simulate(seed: u64, scenario: &Scenario, faults: bool, wire: bool) -> SeedRep
         scenario: scenario.name.into(),
         faults,
         plan,
+        kept_faults: None,
+        bugs: Vec::new(),
         fault_counts,
         verdict,
         trace,
@@ -255,6 +275,8 @@ fn crashed(seed: u64, scenario: &Scenario, faults: bool) -> SeedReport {
         scenario: scenario.name.into(),
         faults,
         plan: FaultPlan::default(),
+        kept_faults: None,
+        bugs: Vec::new(),
         fault_counts: BTreeMap::new(),
         verdict: Verdict::default(),
         trace: Vec::new(),

@@ -82,17 +82,21 @@ impl World {
     /// Builds the world of `seed`. `faults` off means no network faults and no hostile
     /// clients.
     pub fn build(seed: u64, scenario: &Scenario, faults: bool) -> Result<World, String> {
-        World::build_with(seed, scenario, faults, false)
+        World::build_with(seed, scenario, faults, false, None)
     }
 
-    /// [`World::build`], optionally with the fake origin's wire messages in the trace.
+    /// [`World::build`], optionally with the fake origin's wire messages in the trace, and
+    /// with only the faults at `keep_faults` (positions in the seed's plan) when given.
+    /// Everything else — the clients' choices, the hostile operations, latencies — is drawn
+    /// as in the full run, so a subset of faults replays the same seed with fewer faults.
     pub fn build_with(
         seed: u64,
         scenario: &Scenario,
         faults: bool,
         wire: bool,
+        keep_faults: Option<&[usize]>,
     ) -> Result<World, String> {
-        let plan = if faults {
+        let mut plan = if faults {
             FaultPlan::generate(
                 scenario,
                 &mut ChaCha8Rng::seed_from_u64(derive(seed, "faults")),
@@ -100,6 +104,9 @@ impl World {
         } else {
             FaultPlan::default()
         };
+        if let Some(keep) = keep_faults {
+            plan = plan.subset(keep);
+        }
         let mut sim = turmoil::Builder::new()
             .simulation_duration(scenario.run_limit())
             .tick_duration(scenario.tick)

@@ -8,10 +8,10 @@ use elephant_protocol::FrontendMessage;
 use sim::fake_pg::FakePostgres;
 use sim::net::SessionCounter;
 use sim::raw::{self, Login, RawClient};
-use sim::runner::run_seed;
+use sim::runner::run_seed_with;
 use sim::scenario::Scenario;
+use sim::shrink::Reproducer;
 use sim::world::{self, DATABASE, PASSWORD, USER};
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -205,54 +205,42 @@ async fn exchange(
     Ok(client.batch().await.map_err(|e| format!("{e:?}"))?)
 }
 
-/// One line of `testdata/sim/regression-seeds.txt`: `seed scenario faults  # why`.
-struct RegressionSeed {
-    seed: u64,
-    scenario: Scenario,
-    faults: bool,
-    why: String,
-}
-
-fn regression_seeds() -> Vec<RegressionSeed> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/sim/regression-seeds.txt");
-    let text = std::fs::read_to_string(&path).expect("regression seed list");
-    text.lines()
-        .filter_map(|line| {
-            let (fields, why) = line.split_once('#').unwrap_or((line, ""));
-            let mut fields = fields.split_whitespace();
-            let seed = fields.next()?.parse().ok()?;
-            let scenario = Scenario::named(fields.next()?)?;
-            let faults = fields.next()? == "on";
-            Some(RegressionSeed {
-                seed,
-                scenario,
-                faults,
-                why: why.trim().to_string(),
-            })
-        })
-        .collect()
+/// Every line of `testdata/sim/regression-seeds.txt` (see [`sim::shrink`] for the format).
+fn regression_seeds() -> Vec<(Reproducer, String)> {
+    sim::shrink::regression_seeds().expect("regression seed list")
 }
 
 #[test]
 fn regression_seed_list_parses() {
+    let text = std::fs::read_to_string(sim::shrink::regression_seeds_path()).expect("list");
+    for line in text.lines() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        assert!(
+            entry.is_empty() || Reproducer::parse(line).is_some(),
+            "malformed line: {line}"
+        );
+    }
     assert!(!regression_seeds().is_empty());
 }
 
-/// The listed seeds run with every client behaviour that once exposed a proxy bug.
+/// The listed seeds, with the fault subset each records, pass with every client behaviour
+/// that once exposed a proxy bug. Lines that name a planted bug (`bug=`) were found with that
+/// bug planted; here they run without it, as a correct proxy must pass them
+/// (`tests/bites.rs` replays them with the bug).
 #[test]
 fn regression_seeds_pass() {
+    reference_proxy::buggify::plant(&[]).expect("no bugs planted");
     let mut failed = Vec::new();
-    for entry in regression_seeds() {
+    for (entry, why) in regression_seeds() {
         let scenario = Scenario {
             known_bugs: true,
-            ..entry.scenario
+            ..entry.scenario().expect("known scenario")
         };
-        let report = run_seed(entry.seed, &scenario, entry.faults, false);
+        let report = run_seed_with(entry.seed, &scenario, entry.options(false));
         if !report.passed() {
             failed.push(format!(
-                "seed {} ({}): {}",
-                entry.seed,
-                entry.why,
+                "{} ({why}): {}",
+                entry.line(),
                 sim::report::failure(&report, None, None)
             ));
         }
