@@ -10,6 +10,10 @@ default:
 prereqs:
     bash scripts/prereqs.sh
 
+# Build the local Postgres image for the container arm (no registry needed); `--force` rebuilds.
+images *ARGS:
+    bash scripts/build-postgres-image.sh {{ARGS}}
+
 # The main job: the deterministic simulator — the real proxy under a thousand hostile networks.
 sim *ARGS:
     cargo run --release -p sim -- run {{ARGS}}
