@@ -32,6 +32,14 @@ test: prereqs
     fi
     cargo test -p sim --features buggify --test bites
 
+# Run the conformance suite: the transcript corpus against Postgres, the proxy (TCP, TLS, tunnel) and the fake.
+conformance: prereqs
+    if cargo nextest --version >/dev/null 2>&1; then \
+        cargo nextest run -p conformance --no-fail-fast; \
+    else \
+        cargo test -p conformance --no-fail-fast; \
+    fi
+
 # Run the codec's property tests with many more cases (default 100000 each).
 proptest-long CASES="100000":
     PROPTEST_CASES={{CASES}} cargo test --release -p elephant-protocol --lib properties
