@@ -45,7 +45,7 @@ pub fn refused(feature: SessionFeature) -> ErrorFields {
         "ERROR",
         REFUSED_SQLSTATE,
         format!(
-            "{} is not supported by this proxy in transaction pooling mode",
+            "{} cannot be used through this proxy in transaction pooling mode",
             feature.description()
         ),
     )

@@ -442,6 +442,18 @@ impl Session {
         message: FrontendMessage,
         out: &mut Outbox,
     ) -> Result<(), SessionError> {
+        if self.skipping_locally {
+            // Like Postgres after an error in an extended batch: ignore everything up to
+            // Sync, which ends the skipping and is answered.
+            if matches!(message, FrontendMessage::Sync) {
+                self.skipping_locally = false;
+                self.push(
+                    Expect::Sync,
+                    Disposition::Synthetic(BackendMessage::ReadyForQuery(self.status)),
+                );
+            }
+            return self.emit_synthetic(out);
+        }
         match message {
             FrontendMessage::Close {
                 target: Target::Statement,
@@ -896,7 +908,14 @@ impl Session {
             BackendMessage::ErrorResponse(fields) => {
                 return self.origin_error(fields.clone(), connection, out);
             }
-            BackendMessage::CommandComplete(tag) => self.note_command(tag, connection),
+            BackendMessage::CommandComplete(tag) => {
+                self.copy_in = false;
+                // The proxy's own full reset forgot the statements when it was sent (and
+                // later Parses in the pipeline are real): only a client's DEALLOCATE counts.
+                if !swallowing {
+                    note_deallocation(tag, connection);
+                }
+            }
             BackendMessage::CopyInResponse(_) => self.copy_in_started(),
             _ => {}
         }
@@ -938,15 +957,6 @@ impl Session {
                 String::from_utf8_lossy(name).into_owned(),
                 String::from_utf8_lossy(value).into_owned(),
             ));
-        }
-    }
-
-    fn note_command(&mut self, tag: &PgString, connection: &mut OriginConnection) {
-        self.copy_in = false;
-        let tag = tag.as_bytes();
-        if tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL" {
-            // The origin dropped every prepared statement, including the proxy's.
-            connection.statements.clear();
         }
     }
 
@@ -1033,6 +1043,15 @@ impl Session {
         self.dirty = true;
         out.to_client.clear();
         Ok(())
+    }
+}
+
+/// After a client's `DEALLOCATE ALL` or `DISCARD ALL`, forget what the connection had.
+fn note_deallocation(tag: &PgString, connection: &mut OriginConnection) {
+    let tag = tag.as_bytes();
+    if tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL" {
+        // The origin dropped every prepared statement, including the proxy's.
+        connection.statements.clear();
     }
 }
 

@@ -17,10 +17,17 @@ async fn settings_search_path_and_temp_tables_never_reach_the_next_client() {
         return;
     };
     let proxy = TestProxy::start(&pg, &["--pool-size", "1"]).await;
+    // A temporary table made inside a transaction that drops it at commit is allowed in
+    // transaction mode (it cannot outlive the transaction); check it does not.
+    let creator = proxy.connect(&pg).await;
+    creator
+        .batch_execute("BEGIN; CREATE TEMP TABLE leaked_temp (x int) ON COMMIT DROP; COMMIT")
+        .await
+        .expect("transaction-scoped temp table");
     let first = proxy.connect(&pg).await;
     let second = proxy.connect(&pg).await;
     first
-        .batch_execute("SET search_path = leaked_schema; SET statement_timeout = '123s'; SET application_name = 'leaky'; CREATE TEMP TABLE leaked_temp (x int)")
+        .batch_execute("SET search_path = leaked_schema; SET statement_timeout = '123s'; SET application_name = 'leaky'")
         .await
         .expect("session changes");
     let row = second

@@ -5,42 +5,9 @@
 
 mod common;
 
-use common::{TestProxy, postgres};
+use common::{TestProxy, postgres, run_client};
 use fixtures::{Postgres, Role};
 use std::process::Output;
-use tokio::process::Command;
-
-/// Runs a Postgres client program from the fixture's binaries against host/port.
-async fn run_client(
-    pg: &Postgres,
-    program: &str,
-    port: u16,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Output {
-    let mut command = Command::new(pg.bin_dir().join(program));
-    command
-        .args(args)
-        .env_clear()
-        .env("PGHOST", "127.0.0.1")
-        .env("PGPORT", port.to_string())
-        .env("PGUSER", pg.user(Role::Scram))
-        .env("PGPASSWORD", pg.password(Role::Scram))
-        .env("PGDATABASE", pg.database())
-        .env("PGSSLMODE", "disable")
-        .env("PGCLIENTENCODING", "UTF8")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-    if let Some(mut pipe) = child.stdin.take() {
-        use tokio::io::AsyncWriteExt;
-        let _ = pipe.write_all(stdin.unwrap_or("").as_bytes()).await;
-    }
-    child.wait_with_output().await.expect("client finished")
-}
 
 const PSQL_SCRIPT: &str = r#"
 \set ON_ERROR_STOP 0

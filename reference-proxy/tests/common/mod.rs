@@ -11,10 +11,12 @@ use reference_proxy::context::ProxyContext;
 use reference_proxy::metrics::Metrics;
 use reference_proxy::server::{build_context, origin_dialer, serve};
 use std::net::SocketAddr;
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -102,6 +104,38 @@ impl TestProxy {
         let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
+}
+
+/// Runs a Postgres client program from the fixture's binaries against host/port.
+pub async fn run_client(
+    pg: &Postgres,
+    program: &str,
+    port: u16,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    let mut command = Command::new(pg.bin_dir().join(program));
+    command
+        .args(args)
+        .env_clear()
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", pg.user(Role::Scram))
+        .env("PGPASSWORD", pg.password(Role::Scram))
+        .env("PGDATABASE", pg.database())
+        .env("PGSSLMODE", "disable")
+        .env("PGCLIENTENCODING", "UTF8")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let Some(mut pipe) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = pipe.write_all(stdin.unwrap_or("").as_bytes()).await;
+    }
+    child.wait_with_output().await.expect("client finished")
 }
 
 /// Starts Postgres, or skips (loudly; fails under CI=true).
