@@ -70,6 +70,7 @@ fi
 # security); otherwise the main archive under the suite's name.
 mirror="${ELEPHANT_IMAGE_MIRROR:-}"
 if [ -z "$mirror" ]; then
+  # shellcheck source=/dev/null
   host_codename="$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")"
   if [ "$host_codename" = "$suite" ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
     mirror=/etc/apt/sources.list.d/debian.sources
@@ -81,6 +82,7 @@ if [ -z "$mirror" ]; then
   fi
 fi
 
+old_id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
 echo "images: building $image from Debian $suite (postgresql-$pg_major), apt source: $mirror"
 start=$(date +%s)
 
@@ -91,6 +93,7 @@ start=$(date +%s)
 # Postgres reports `SELECT pg_jit_available()` = false and plans as usual. The postgresql-common
 # package must not create its default 'main' cluster: the entrypoint initialises its own data
 # directory at start.
+# shellcheck disable=SC2016  # the hooks' "$1" (the root directory) is expanded by mmdebstrap
 mmdebstrap \
   --variant=minbase \
   --mode=root \
@@ -127,5 +130,9 @@ mmdebstrap \
     - "$image" >/dev/null
 
 elapsed=$(($(date +%s) - start))
+if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$image")" ]; then
+  # The image --force replaced; kept only while a container still uses it.
+  docker image rm "$old_id" >/dev/null 2>&1 || true
+fi
 size="$(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
 echo "images: built $image in ${elapsed}s ($size)"

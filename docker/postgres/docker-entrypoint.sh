@@ -54,6 +54,12 @@ fi
 if [ "$1" != postgres ]; then
   exec "$@"
 fi
+# `postgres --version` and friends need no data directory (as in the official image).
+for arg in "${@:2}"; do
+  case "$arg" in
+    -'?' | --help | --describe-config | -V | --version) exec "$@" ;;
+  esac
+done
 
 if [ "$(id -u)" = 0 ]; then
   # Postgres refuses to run as root: prepare the directories, then re-run this script as postgres.
@@ -61,7 +67,7 @@ if [ "$(id -u)" = 0 ]; then
   chown postgres:postgres "$PGDATA" /var/run/postgresql
   chmod 700 "$PGDATA"
   chmod 2775 /var/run/postgresql
-  exec setpriv --reuid=postgres --regid=postgres --init-groups "$BASH_SOURCE" "$@"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" "$@"
 fi
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
