@@ -145,7 +145,8 @@ impl Checker {
 
 /// A unified line diff: `-` expected (the snapshot), `+` actual.
 pub fn line_diff(expected: &str, actual: &str) -> String {
-    TextDiff::from_lines(expected, actual)
+    let (expected, actual) = (format!("{expected}\n"), format!("{actual}\n"));
+    TextDiff::from_lines(&expected, &actual)
         .unified_diff()
         .context_radius(3)
         .header("snapshot", "this run")
