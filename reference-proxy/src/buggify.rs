@@ -15,8 +15,9 @@
 /// A planted bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Bug {
-    /// A connection goes back to the pool without being marked for a reset, so the next
-    /// borrower inherits the previous one's session state (a `SET` leaks).
+    /// The reset is skipped: a connection goes back to the pool without being marked for
+    /// one, and the next borrower's attach applies its own settings without `RESET ALL`
+    /// first, so it inherits whatever else the previous borrower changed (a `SET` leaks).
     SkipResetOnReturn,
     /// A cancel request is forwarded to the backend of another session that holds a
     /// connection, instead of the cancelling session's own.

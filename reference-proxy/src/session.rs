@@ -491,7 +491,9 @@ impl Session {
             sql.push_str(FULL_RESET_QUERY);
             connection.statements.clear();
             connection.needs_full_reset = false;
-        } else if connection.needs_reset || !connection.applied_settings.is_empty() {
+        } else if (connection.needs_reset || !connection.applied_settings.is_empty())
+            && !crate::buggify::enabled(crate::buggify::Bug::SkipResetOnReturn)
+        {
             sql.push_str(RESET_QUERY);
         }
         sql.push_str(&apply_settings_query(&self.settings));

@@ -217,7 +217,7 @@ pub fn shrink(failing: &SeedReport, scenario: &Scenario) -> Shrunk {
     {
         return attempt.finish(original_faults);
     }
-    let mut current: Vec<usize> = match &original.keep_faults {
+    let current: Vec<usize> = match &original.keep_faults {
         Some(keep) => keep.clone(),
         None => (0..original_faults).collect(),
     };
@@ -228,8 +228,16 @@ pub fn shrink(failing: &SeedReport, scenario: &Scenario) -> Shrunk {
     if !current.is_empty() && attempt.fails(with(&[])) {
         return attempt.finish(original_faults);
     }
+    minimize(current, |keep| attempt.fails(with(keep)));
+    attempt.finish(original_faults)
+}
+
+/// ddmin over complements: the smallest subsequence of `items` found for which `fails`
+/// holds, assuming it holds for `items`. 1-minimal when the budget of `fails` (enforced by
+/// the caller, whose `fails` answers false once spent) was not exhausted.
+pub fn minimize(mut current: Vec<usize>, mut fails: impl FnMut(&[usize]) -> bool) -> Vec<usize> {
     let mut chunks = 2;
-    while current.len() >= 2 && attempt.runs < MAX_SHRINK_RUNS {
+    while current.len() >= 2 {
         let size = current.len().div_ceil(chunks);
         let mut reduced = false;
         for start in (0..current.len()).step_by(size) {
@@ -239,7 +247,7 @@ pub fn shrink(failing: &SeedReport, scenario: &Scenario) -> Shrunk {
                 .filter(|(position, _)| *position < start || *position >= start + size)
                 .map(|(_, index)| *index)
                 .collect();
-            if attempt.fails(with(&complement)) {
+            if fails(&complement) {
                 current = complement;
                 chunks = (chunks - 1).max(2);
                 reduced = true;
@@ -253,7 +261,7 @@ pub fn shrink(failing: &SeedReport, scenario: &Scenario) -> Shrunk {
             chunks = (chunks * 2).min(current.len());
         }
     }
-    attempt.finish(original_faults)
+    current
 }
 
 struct Attempt<'a> {
@@ -342,6 +350,27 @@ mod tests {
         assert_eq!(parse_keep("none"), Some(vec![]));
         assert_eq!(Reproducer::parse("13 standard on keep=x"), None);
         assert_eq!(Reproducer::parse("# comment"), None);
+    }
+
+    #[test]
+    fn minimize_finds_the_faults_that_matter() {
+        // Fails only when faults 1 and 5 both run (a crash and the partition after it).
+        let needs = |keep: &[usize]| keep.contains(&1) && keep.contains(&5);
+        let mut runs = 0;
+        let found = minimize((0..8).collect(), |keep| {
+            runs += 1;
+            needs(keep)
+        });
+        assert_eq!(found, vec![1, 5]);
+        assert!(runs <= 8 * 8, "{runs} runs");
+        // Any one of several faults suffices: one is kept.
+        assert_eq!(
+            minimize((0..6).collect(), |keep| keep.contains(&3)
+                || keep.contains(&4))
+            .len(),
+            1
+        );
+        assert_eq!(minimize(vec![2], |_| true), vec![2]);
     }
 
     #[test]

@@ -131,9 +131,8 @@ fn recorded_reproducers_fail_with_their_bug() {
         replayed += 1;
         buggify::plant(&entry.bugs).expect("buggify build");
         let scenario = entry.scenario().expect("known scenario");
-        let failed = (0..REPLAY_ATTEMPTS).any(|_| {
-            !runner::run_seed_with(entry.seed, &scenario, entry.options(false)).passed()
-        });
+        let failed = (0..REPLAY_ATTEMPTS)
+            .any(|_| !runner::run_seed_with(entry.seed, &scenario, entry.options(false)).passed());
         if !failed {
             missed.push(format!("{} ({why})", entry.line()));
         }

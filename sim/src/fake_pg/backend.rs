@@ -652,6 +652,14 @@ impl Backend {
             Statement::Commit => self.commit_statement(),
             Statement::Rollback => Ok(self.rollback_statement()),
             Statement::Select(items) => {
+                let calls = plan::set_config_calls(items, &self.eval_context(params))?;
+                for (name, value, local) in calls {
+                    self.settings
+                        .set(&name, &super::sql::SetValue::Value(value))?;
+                    if local {
+                        self.local.push(name);
+                    }
+                }
                 let ctx = self.eval_context(params);
                 let row = items
                     .iter()
@@ -692,6 +700,13 @@ impl Backend {
                 self.settings.reset_all();
                 Ok(Outcome::tag("RESET"))
             }
+            Statement::SessionSettings => Ok(Outcome::rows(
+                self.settings
+                    .session_sourced()
+                    .into_iter()
+                    .map(|(name, setting)| vec![Value::Text(name), Value::Text(setting)])
+                    .collect(),
+            )),
             Statement::Show(name) => {
                 let (_, value) = self.settings.get(name)?;
                 let mut outcome = Outcome::rows(vec![vec![Value::Text(value.to_string())]]);

@@ -44,7 +44,9 @@
 //!   proxy's reset query;
 //! - `SELECT` without FROM of constants, `$n`, casts (`::int`, `::bigint`, `::text`, `::bool`,
 //!   `::float8`), `pg_sleep(n)` (cancellable, bounded by `statement_timeout` → 57014),
-//!   `current_setting('name')`, `pg_backend_pid()`, `pg_advisory_unlock_all()`;
+//!   `current_setting('name')`, `[pg_catalog.]set_config(name, value, is_local)`,
+//!   `pg_backend_pid()`, `pg_advisory_unlock_all()`; the reference proxy's settings read-back
+//!   (`SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session' ...`);
 //! - the bank: accounts `1..=N` exist from the start with the same balance; `SELECT balance
 //!   FROM accounts WHERE id = x`, `SELECT id, balance FROM accounts [ORDER BY id]`, `UPDATE accounts SET balance = balance {+|-} x WHERE id = y`,
 //!   `SELECT sum(balance) FROM accounts`, `INSERT INTO transfers [(id, from_id, to_id,

@@ -166,6 +166,10 @@ pub fn columns(
         ],
         Statement::SelectSum => vec![Column::expr("sum", PgType::Int8)],
         Statement::CountTransfers => vec![Column::expr("count", PgType::Int8)],
+        Statement::SessionSettings => vec![
+            Column::expr("name", PgType::Text),
+            Column::expr("setting", PgType::Text),
+        ],
         Statement::Show(name) => {
             let (canonical, _) = settings.get(name)?;
             vec![Column::expr(canonical, PgType::Text)]
@@ -211,7 +215,7 @@ pub fn expr_type(expr: &Expr, params: &[PgType]) -> Result<PgType, PgError> {
         Expr::Cast(_, ty) => *ty,
         Expr::Negate(inner) => expr_type(inner, params)?,
         Expr::Call(Function::PgSleep | Function::PgAdvisoryUnlockAll, _) => PgType::Void,
-        Expr::Call(Function::CurrentSetting, _) => PgType::Text,
+        Expr::Call(Function::CurrentSetting | Function::SetConfig, _) => PgType::Text,
         Expr::Call(Function::PgBackendPid, _) => PgType::Int4,
     })
 }
@@ -280,7 +284,44 @@ fn call(function: Function, args: &[Expr], ctx: &EvalContext<'_>) -> Result<Valu
             let (_, value) = ctx.settings.get(&name)?;
             Ok(Value::Text(value.to_string()))
         }
+        // The backend applied it before evaluating the row ([`set_config_calls`]); the
+        // result is the new value, as Postgres returns.
+        Function::SetConfig => {
+            let name = match args.first().map(|a| eval(a, ctx)).transpose()? {
+                Some(Value::Null) | None => return Ok(Value::Null),
+                Some(other) => other.to_text(),
+            };
+            let (_, value) = ctx.settings.get(&name)?;
+            Ok(Value::Text(value.to_string()))
+        }
     }
+}
+
+/// The `set_config(name, value, is_local)` calls of a SELECT list, evaluated: applied by the
+/// backend, in order, before the row is computed.
+pub fn set_config_calls(
+    items: &[super::sql::SelectItem],
+    ctx: &EvalContext<'_>,
+) -> Result<Vec<(String, String, bool)>, PgError> {
+    let mut calls = Vec::new();
+    for item in items {
+        if let Expr::Call(Function::SetConfig, args) = &item.expr {
+            let values = args
+                .iter()
+                .map(|arg| eval(arg, ctx))
+                .collect::<Result<Vec<_>, _>>()?;
+            let [name, value, local] = values.as_slice() else {
+                return Err(PgError::new("42883", "set_config takes 3 arguments"));
+            };
+            if matches!(name, Value::Null) {
+                return Err(PgError::new("22004", "SET requires parameter name"));
+            }
+            let local = matches!(local, Value::Bool(true))
+                || matches!(local, Value::Text(t) if t == "true" || t == "t");
+            calls.push((name.to_text(), value.to_text(), local));
+        }
+    }
+    Ok(calls)
 }
 
 /// Total time the statement's `pg_sleep` calls ask for.

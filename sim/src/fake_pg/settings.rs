@@ -115,6 +115,9 @@ struct Entry {
     kind: Kind,
     reported: bool,
     read_only: bool,
+    /// Set in this session by SET or `set_config` (and not reset since): what `pg_settings`
+    /// reports with `source = 'session'`.
+    set_in_session: bool,
 }
 
 /// All parameters of one session, keyed by lower-cased name.
@@ -142,6 +145,7 @@ impl Settings {
                     kind: definition.kind,
                     reported: definition.reported,
                     read_only: definition.read_only,
+                    set_in_session: false,
                 },
             );
         }
@@ -166,8 +170,10 @@ impl Settings {
             SetValue::Default => self.entries.get(&key).map(|e| e.session_default.clone()),
             SetValue::Value(value) => Some(self.normalize(&key, value)?),
         };
+        let set_in_session = matches!(value, SetValue::Value(_));
         if let (Some(entry), Some(value)) = (self.entries.get_mut(&key), normalized) {
             entry.value = value;
+            entry.set_in_session = set_in_session;
         }
         Ok(())
     }
@@ -183,6 +189,7 @@ impl Settings {
         for entry in self.entries.values_mut() {
             if !entry.read_only {
                 entry.value = entry.session_default.clone();
+                entry.set_in_session = false;
             }
         }
     }
@@ -219,6 +226,27 @@ impl Settings {
             .collect()
     }
 
+    /// Parameters set in this session (`pg_settings` rows with `source = 'session'`) as
+    /// `(name, setting)`, ordered by name; times in milliseconds without a unit, as
+    /// `pg_settings.setting` shows them.
+    pub fn session_sourced(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = self
+            .entries
+            .values()
+            .filter(|e| e.set_in_session)
+            .map(|e| {
+                let setting = match e.kind {
+                    Kind::Milliseconds => parse_milliseconds(&e.value)
+                        .map_or_else(|_| e.value.clone(), |millis| millis.to_string()),
+                    _ => e.value.clone(),
+                };
+                (e.name.clone(), setting)
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
     /// `statement_timeout`, `None` when 0 (no limit).
     pub fn statement_timeout(&self) -> Option<Duration> {
         let millis = self
@@ -235,6 +263,7 @@ impl Settings {
             if let (Some(entry), Some(old)) = (self.entries.get_mut(&key), other.entries.get(&key))
             {
                 entry.value = old.value.clone();
+                entry.set_in_session = old.set_in_session;
             }
         }
     }
@@ -264,6 +293,7 @@ impl Settings {
                         kind: Kind::Text,
                         reported: false,
                         read_only: false,
+                        set_in_session: false,
                     },
                 );
                 Ok(key)

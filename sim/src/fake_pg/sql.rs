@@ -75,6 +75,9 @@ pub enum Function {
     PgBackendPid,
     /// `pg_advisory_unlock_all()`.
     PgAdvisoryUnlockAll,
+    /// `set_config(name, value, is_local)`: SET as a function (the proxy applies a client's
+    /// settings with it).
+    SetConfig,
 }
 
 impl Function {
@@ -85,6 +88,7 @@ impl Function {
             Function::CurrentSetting => "current_setting",
             Function::PgBackendPid => "pg_backend_pid",
             Function::PgAdvisoryUnlockAll => "pg_advisory_unlock_all",
+            Function::SetConfig => "set_config",
         }
     }
 
@@ -94,6 +98,7 @@ impl Function {
             "current_setting" => Function::CurrentSetting,
             "pg_backend_pid" => Function::PgBackendPid,
             "pg_advisory_unlock_all" => Function::PgAdvisoryUnlockAll,
+            "set_config" => Function::SetConfig,
             _ => return None,
         })
     }
@@ -102,6 +107,7 @@ impl Function {
         match self {
             Function::PgSleep | Function::CurrentSetting => 1,
             Function::PgBackendPid | Function::PgAdvisoryUnlockAll => 0,
+            Function::SetConfig => 3,
         }
     }
 }
@@ -187,6 +193,10 @@ pub enum Statement {
     SelectSum,
     /// `SELECT count(*) FROM transfers`.
     CountTransfers,
+    /// `SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'`, optionally
+    /// `UNION ALL SELECT 'role', ... ORDER BY 1`: the reference proxy's read-back of a
+    /// session's settings (the fake has no roles, so the `role` branch yields nothing).
+    SessionSettings,
     /// `UPDATE accounts SET balance = balance {+|-} expr WHERE id = expr`.
     UpdateBalance {
         /// The amount added (already negated for `-`).
@@ -660,6 +670,9 @@ impl<'a> Parser<'a> {
             self.expect_word("accounts")?;
             return Ok(Statement::SelectSum);
         }
+        if self.session_settings()? {
+            return Ok(Statement::SessionSettings);
+        }
         if self.eat_word("count") {
             self.expect_symbol("(")?;
             self.expect_symbol("*")?;
@@ -683,6 +696,56 @@ impl<'a> Parser<'a> {
             ));
         }
         Ok(Statement::Select(items))
+    }
+
+    /// The reference proxy's settings read-back ([`Statement::SessionSettings`]); false when
+    /// the SELECT is something else (nothing consumed).
+    fn session_settings(&mut self) -> Result<bool, PgError> {
+        let words = |w: &str| Token::Word(w.into());
+        let head = [
+            words("name"),
+            Token::Symbol(","),
+            words("setting"),
+            words("from"),
+            words("pg_catalog"),
+            Token::Symbol("."),
+            words("pg_settings"),
+            words("where"),
+            words("source"),
+            Token::Symbol("="),
+            Token::Str("session".into()),
+        ];
+        let rest = self.tokens.get(self.position..).unwrap_or_default();
+        if !rest.starts_with(&head) {
+            return Ok(false);
+        }
+        self.position += head.len();
+        if self.eat_word("union") {
+            self.expect_word("all")?;
+            self.expect_word("select")?;
+            if self.next() != Some(&Token::Str("role".into())) {
+                return Err(PgError::not_supported(
+                    "the fake Postgres reads back settings only with the reference proxy's own query",
+                ));
+            }
+            // The role branch: `current_setting('role') WHERE current_setting('role') <>
+            // 'none'`; the fake has no SET ROLE, so it never yields a row.
+            while let Some(token) = self.peek() {
+                if *token == words("order") {
+                    break;
+                }
+                self.position += 1;
+            }
+        }
+        if self.eat_word("order") {
+            self.expect_word("by")?;
+            if self.next() != Some(&Token::Int(1)) {
+                return Err(PgError::not_supported(
+                    "the settings read-back is ordered by its first column only",
+                ));
+            }
+        }
+        Ok(true)
     }
 
     fn select_item(&mut self) -> Result<SelectItem, PgError> {
@@ -791,6 +854,19 @@ impl<'a> Parser<'a> {
                 let inner = self.expr()?;
                 self.expect_symbol(")")?;
                 inner
+            }
+            Some(Token::Word(schema))
+                if schema == "pg_catalog"
+                    && matches!(
+                        self.tokens.get(self.position..),
+                        Some([Token::Symbol("."), Token::Word(_), Token::Symbol("("), ..])
+                    ) =>
+            {
+                let Some(Token::Word(name)) = self.tokens.get(self.position + 1).cloned() else {
+                    return Err(self.error_here());
+                };
+                self.position += 3;
+                self.call(&name)?
             }
             Some(Token::Word(name)) if self.eat_symbol("(") => self.call(name)?,
             Some(Token::Word(name)) => {
