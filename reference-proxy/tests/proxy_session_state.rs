@@ -515,3 +515,29 @@ async fn psql_with_session_features_session_mode_matches_direct_and_transaction_
     );
     transaction.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_in_every_query_mode_in_session_mode() {
+    let Some(pg) = postgres("pgbench_in_session_mode") else {
+        return;
+    };
+    let init = run_client(&pg, "pgbench", pg.port(), &["-i", "-s", "1", "-q"], None).await;
+    assert!(init.status.success(), "pgbench -i failed");
+    let proxy = TestProxy::start(&pg, &["--pool-mode", "session", "--pool-size", "4"]).await;
+    for mode in ["simple", "extended", "prepared"] {
+        // One connection per client, and a new session per transaction (-C), so every
+        // transaction runs on a connection another session just gave back (reset). More
+        // clients per pgbench thread than connections would deadlock pgbench's synchronous
+        // prepares in session mode, as with any session pooler.
+        let args = ["-n", "-c", "4", "-j", "2", "-t", "40", "-C", "-M", mode];
+        let output = run_client(&pg, "pgbench", proxy.address.port(), &args, None).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("160/160"),
+            "pgbench -M {mode} -C in session mode:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert!(proxy.context.pool.open_connections() <= 4);
+    proxy.stop().await;
+}
