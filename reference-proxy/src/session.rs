@@ -179,6 +179,13 @@ pub enum SessionError {
     /// A named limit was exceeded.
     #[error("{0}")]
     Limit(String),
+    /// The origin failed the proxy's reset or settings snapshot: the client's settings on the
+    /// connection are unknown, so its session ends rather than run with settings it did not
+    /// choose.
+    #[error(
+        "the server connection could not apply or report this session's settings ({0}); the session is closed so that it never runs with settings it did not choose"
+    )]
+    SettingsLost(String),
 }
 
 impl SessionError {
@@ -190,6 +197,7 @@ impl SessionError {
                 crate::origin::PROXY_ERROR_SQLSTATE
             }
             SessionError::Limit(_) => "53000",
+            SessionError::SettingsLost(_) => crate::origin::PROXY_ERROR_SQLSTATE,
         }
     }
 }
@@ -992,7 +1000,14 @@ impl Session {
                 Disposition::Swallow | Disposition::CaptureSettings(_)
             );
         if is_proxy_query {
+            // The reset (with the client's settings) or the settings snapshot failed: the
+            // client's statements would run with settings it did not choose.
             connection.broken = true;
+            let reason = fields
+                .get(field::MESSAGE)
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            return Err(SessionError::SettingsLost(reason));
         } else if let Disposition::ReplaceError(refusal) = &head.disposition {
             BackendMessage::ErrorResponse(refusal.clone()).encode(&mut out.to_client)?;
         } else {

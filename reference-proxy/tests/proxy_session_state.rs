@@ -541,3 +541,51 @@ async fn pgbench_runs_in_every_query_mode_in_session_mode() {
     assert!(proxy.context.pool.open_connections() <= 4);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_the_origin_no_longer_accepts_closes_the_session_instead_of_dropping_it() {
+    let Some(pg) = postgres("a_setting_the_origin_no_longer_accepts") else {
+        return;
+    };
+    let user = pg.user(fixtures::Role::Scram).to_string();
+    pg.psql(
+        fixtures::Role::Superuser,
+        &format!("CREATE ROLE reporting NOLOGIN; GRANT reporting TO {user}"),
+    )
+    .expect("role");
+    let proxy = TestProxy::start(&pg, &["--pool-size", "1"]).await;
+    let client = proxy.connect(&pg).await;
+    client
+        .batch_execute("SET ROLE reporting")
+        .await
+        .expect("set role");
+    assert_eq!(setting(&client, "role").await, "reporting");
+    pg.psql(
+        fixtures::Role::Superuser,
+        &format!("REVOKE reporting FROM {user}"),
+    )
+    .expect("revoke");
+    // The next transaction cannot run as `reporting` any more: rather than run it as someone
+    // else, the proxy ends the session with an error that says why.
+    let error = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap_err();
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| error.to_string());
+    assert!(
+        message.contains("never runs with settings it did not choose"),
+        "{message}"
+    );
+    assert_eq!(sqlstate(&error).as_deref(), Some("58000"));
+    let fresh = proxy.connect(&pg).await;
+    let name: String = fresh
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("a new session works")
+        .get(0);
+    assert_eq!(name, user);
+    proxy.stop().await;
+}
