@@ -17,6 +17,8 @@ use std::time::Duration;
 pub const ORIGIN_HOST: &str = "origin";
 /// Name of the proxy host.
 pub const PROXY_HOST: &str = "proxy";
+/// Name of the tunnel edge host (tunnel scenarios).
+pub const EDGE_HOST: &str = "edge";
 
 /// First fault no earlier than this (let clients connect first).
 pub const FIRST_FAULT_AFTER: Duration = Duration::from_millis(500);
@@ -35,7 +37,7 @@ pub const SPIKE_LATENCY: (Duration, Duration) =
     (Duration::from_millis(50), Duration::from_millis(400));
 
 /// One fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// Messages between proxy and origin are held, then delivered (a stall TCP survives).
     HoldOrigin {
@@ -72,6 +74,39 @@ pub enum Fault {
         /// Latency during the spike.
         latency: Duration,
     },
+    /// The edge's Access stops accepting the proxy's service token (revoked), then accepts
+    /// it again (re-issued); upgrades meanwhile get 403.
+    RevokeToken {
+        /// How long.
+        duration: Duration,
+    },
+    /// The edge accepts a second token besides the proxy's (rotation under way), then the
+    /// proxy's alone again: live tunnels and new upgrades must not notice.
+    RotateToken {
+        /// How long both are valid.
+        duration: Duration,
+    },
+    /// The edge drops every live tunnel at once (mid-query for some).
+    KillTunnels,
+    /// The edge cannot reach the origin: upgrades get 502 from cloudflared.
+    EdgeOriginDown {
+        /// How long.
+        duration: Duration,
+    },
+    /// The edge crashes (every tunnel closes) and restarts.
+    CrashEdge {
+        /// Time until it restarts.
+        down_for: Duration,
+    },
+    /// Messages from `from` to `to` are dropped, the other direction flows (lossy).
+    OneWayPartition {
+        /// Sender whose messages are lost.
+        from: String,
+        /// Their destination.
+        to: String,
+        /// How long.
+        duration: Duration,
+    },
 }
 
 /// The kinds of fault, for counting.
@@ -89,6 +124,18 @@ pub enum FaultKind {
     LatencySpike,
     /// [`Fault::CrashProxy`].
     CrashProxy,
+    /// [`Fault::RevokeToken`].
+    RevokeToken,
+    /// [`Fault::RotateToken`].
+    RotateToken,
+    /// [`Fault::KillTunnels`].
+    KillTunnels,
+    /// [`Fault::EdgeOriginDown`].
+    EdgeOriginDown,
+    /// [`Fault::CrashEdge`].
+    CrashEdge,
+    /// [`Fault::OneWayPartition`].
+    OneWayPartition,
     /// A client vanished mid-transaction (workload).
     ClientVanished,
     /// A client cancelled its own query (workload).
@@ -109,6 +156,12 @@ impl FaultKind {
             FaultKind::CrashOrigin => "origin crash",
             FaultKind::LatencySpike => "latency spike",
             FaultKind::CrashProxy => "proxy crash",
+            FaultKind::RevokeToken => "token revoked",
+            FaultKind::RotateToken => "token rotated",
+            FaultKind::KillTunnels => "tunnels killed",
+            FaultKind::EdgeOriginDown => "edge 502",
+            FaultKind::CrashEdge => "edge crash",
+            FaultKind::OneWayPartition => "one-way partition",
             FaultKind::ClientVanished => "client vanished",
             FaultKind::Cancel => "cancel",
             FaultKind::SlowQuery => "slow query",
@@ -127,6 +180,12 @@ impl Fault {
             Fault::CrashOrigin { .. } => FaultKind::CrashOrigin,
             Fault::LatencySpike { .. } => FaultKind::LatencySpike,
             Fault::CrashProxy { .. } => FaultKind::CrashProxy,
+            Fault::RevokeToken { .. } => FaultKind::RevokeToken,
+            Fault::RotateToken { .. } => FaultKind::RotateToken,
+            Fault::KillTunnels => FaultKind::KillTunnels,
+            Fault::EdgeOriginDown { .. } => FaultKind::EdgeOriginDown,
+            Fault::CrashEdge { .. } => FaultKind::CrashEdge,
+            Fault::OneWayPartition { .. } => FaultKind::OneWayPartition,
         }
     }
 
@@ -136,8 +195,15 @@ impl Fault {
             Fault::HoldOrigin { duration }
             | Fault::PartitionOrigin { duration }
             | Fault::PartitionClient { duration, .. }
-            | Fault::LatencySpike { duration, .. } => duration,
-            Fault::CrashOrigin { down_for } | Fault::CrashProxy { down_for } => down_for,
+            | Fault::LatencySpike { duration, .. }
+            | Fault::RevokeToken { duration }
+            | Fault::RotateToken { duration }
+            | Fault::EdgeOriginDown { duration }
+            | Fault::OneWayPartition { duration, .. } => duration,
+            Fault::CrashOrigin { down_for }
+            | Fault::CrashProxy { down_for }
+            | Fault::CrashEdge { down_for } => down_for,
+            Fault::KillTunnels => Duration::ZERO,
         }
     }
 
@@ -145,7 +211,9 @@ impl Fault {
     pub fn is_lossy(&self) -> bool {
         matches!(
             self,
-            Fault::PartitionOrigin { .. } | Fault::PartitionClient { .. }
+            Fault::PartitionOrigin { .. }
+                | Fault::PartitionClient { .. }
+                | Fault::OneWayPartition { .. }
         )
     }
 }
@@ -174,6 +242,28 @@ impl fmt::Display for Fault {
                 ms(*latency),
                 ms(*duration)
             ),
+            Fault::RevokeToken { duration } => {
+                write!(f, "revoke the proxy's Access token for {}", ms(*duration))
+            }
+            Fault::RotateToken { duration } => write!(
+                f,
+                "rotate Access tokens (old and new valid) for {}",
+                ms(*duration)
+            ),
+            Fault::KillTunnels => write!(f, "edge drops every live tunnel"),
+            Fault::EdgeOriginDown { duration } => {
+                write!(
+                    f,
+                    "edge cannot reach the origin (502) for {}",
+                    ms(*duration)
+                )
+            }
+            Fault::CrashEdge { down_for } => {
+                write!(f, "crash edge, restart after {}", ms(*down_for))
+            }
+            Fault::OneWayPartition { from, to, duration } => {
+                write!(f, "drop {from}->{to} (one way) for {}", ms(*duration))
+            }
         }
     }
 }
@@ -184,7 +274,7 @@ pub fn ms(duration: Duration) -> String {
 }
 
 /// A fault at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scheduled {
     /// When it starts (simulated time since the start).
     pub at: Duration,
@@ -233,7 +323,7 @@ impl FaultPlan {
             .iter()
             .enumerate()
             .filter(|(index, _)| indices.contains(index))
-            .map(|(_, scheduled)| *scheduled)
+            .map(|(_, scheduled)| scheduled.clone())
             .collect();
         FaultPlan { faults }
     }
@@ -282,15 +372,35 @@ fn draw_fault(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Fault {
         (FaultKind::PartitionOrigin, 1),
         (FaultKind::PartitionClient, 1),
     ];
+    const TUNNEL_WEIGHTS: [(FaultKind, u32); 5] = [
+        (FaultKind::RevokeToken, 2),
+        (FaultKind::RotateToken, 1),
+        (FaultKind::KillTunnels, 2),
+        (FaultKind::EdgeOriginDown, 2),
+        (FaultKind::CrashEdge, 2),
+    ];
+    let lossy = |kind: &FaultKind| {
+        matches!(
+            kind,
+            FaultKind::PartitionOrigin | FaultKind::PartitionClient | FaultKind::OneWayPartition
+        )
+    };
+    let tunnel: &[(FaultKind, u32)] = if scenario.tunnel {
+        &TUNNEL_WEIGHTS
+    } else {
+        &[]
+    };
+    let one_way: &[(FaultKind, u32)] = &[(FaultKind::OneWayPartition, 1)];
     let allowed: Vec<(FaultKind, u32)> = WEIGHTS
-        .into_iter()
-        .filter(|(kind, _)| {
-            scenario.lossy_faults
-                || !matches!(
-                    kind,
-                    FaultKind::PartitionOrigin | FaultKind::PartitionClient
-                )
+        .iter()
+        .chain(tunnel)
+        .chain(if scenario.one_way_partitions {
+            one_way
+        } else {
+            &[]
         })
+        .copied()
+        .filter(|(kind, _)| scenario.lossy_faults || !lossy(kind))
         .collect();
     let total: u32 = allowed.iter().map(|(_, w)| w).sum();
     let mut pick = rng.gen_range(0..total);
@@ -320,6 +430,32 @@ fn draw_fault(scenario: &Scenario, rng: &mut ChaCha8Rng) -> Fault {
             duration: between(rng, SPIKE),
             latency: between(rng, SPIKE_LATENCY),
         },
+        FaultKind::RevokeToken => Fault::RevokeToken {
+            duration: between(rng, DOWN),
+        },
+        FaultKind::RotateToken => Fault::RotateToken {
+            duration: between(rng, SPIKE),
+        },
+        FaultKind::KillTunnels => Fault::KillTunnels,
+        FaultKind::EdgeOriginDown => Fault::EdgeOriginDown {
+            duration: between(rng, DOWN),
+        },
+        FaultKind::CrashEdge => Fault::CrashEdge {
+            down_for: between(rng, DOWN),
+        },
+        FaultKind::OneWayPartition => {
+            let hosts = scenario.hosts();
+            let from = rng.gen_range(0..hosts.len());
+            let mut to = rng.gen_range(0..hosts.len() - 1);
+            if to >= from {
+                to += 1;
+            }
+            Fault::OneWayPartition {
+                from: hosts[from].clone(),
+                to: hosts[to].clone(),
+                duration: between(rng, PARTITION),
+            }
+        }
         _ => Fault::HoldOrigin {
             duration: between(rng, HOLD),
         },
@@ -345,15 +481,38 @@ pub enum Action {
     SetLatency(String, String, Duration),
     /// Back to the scenario's latency range on a link.
     RestoreLatency(String, String),
+    /// `sim.partition_oneway(from, to)`.
+    PartitionOneWay(String, String),
+    /// `sim.repair_oneway(from, to)`.
+    RepairOneWay(String, String),
+    /// The edge's Access accepts these tokens.
+    SetTokens(Tokens),
+    /// The edge drops every live tunnel.
+    KillTunnels,
+    /// The edge can (true) or cannot (false) reach the origin.
+    EdgeReachesOrigin(bool),
+}
+
+/// Which service tokens the edge accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokens {
+    /// The proxy's.
+    Proxy,
+    /// None the proxy has (its token was revoked).
+    Revoked,
+    /// The proxy's and a new one (rotation).
+    Rotating,
 }
 
 impl FaultPlan {
     /// The start and end actions of every fault, in time order (stable for equal times).
-    pub fn timeline(&self) -> Vec<(Duration, Action)> {
-        let origin = || (PROXY_HOST.to_string(), ORIGIN_HOST.to_string());
+    /// `upstream` is the host the proxy reaches the origin through (the origin itself, or
+    /// the tunnel edge): stalls, lossy partitions and latency spikes hit the proxy's link to it.
+    pub fn timeline(&self, upstream: &str) -> Vec<(Duration, Action)> {
+        let origin = || (PROXY_HOST.to_string(), upstream.to_string());
         let mut actions = Vec::new();
         for scheduled in &self.faults {
-            let (start, end) = match scheduled.fault {
+            let (start, end) = match &scheduled.fault {
                 Fault::HoldOrigin { .. } => {
                     let (a, b) = origin();
                     (Action::Hold(a.clone(), b.clone()), Action::Release(a, b))
@@ -366,7 +525,7 @@ impl FaultPlan {
                     )
                 }
                 Fault::PartitionClient { client, .. } => {
-                    let (a, b) = (crate::world::client_host(client), PROXY_HOST.to_string());
+                    let (a, b) = (crate::world::client_host(*client), PROXY_HOST.to_string());
                     (
                         Action::Partition(a.clone(), b.clone()),
                         Action::Repair(a, b),
@@ -383,10 +542,34 @@ impl FaultPlan {
                 Fault::LatencySpike { latency, .. } => {
                     let (a, b) = origin();
                     (
-                        Action::SetLatency(a.clone(), b.clone(), latency),
+                        Action::SetLatency(a.clone(), b.clone(), *latency),
                         Action::RestoreLatency(a, b),
                     )
                 }
+                Fault::RevokeToken { .. } => (
+                    Action::SetTokens(Tokens::Revoked),
+                    Action::SetTokens(Tokens::Proxy),
+                ),
+                Fault::RotateToken { .. } => (
+                    Action::SetTokens(Tokens::Rotating),
+                    Action::SetTokens(Tokens::Proxy),
+                ),
+                Fault::KillTunnels => {
+                    actions.push((scheduled.at, Action::KillTunnels));
+                    continue;
+                }
+                Fault::EdgeOriginDown { .. } => (
+                    Action::EdgeReachesOrigin(false),
+                    Action::EdgeReachesOrigin(true),
+                ),
+                Fault::CrashEdge { .. } => (
+                    Action::Crash(EDGE_HOST.into()),
+                    Action::Bounce(EDGE_HOST.into()),
+                ),
+                Fault::OneWayPartition { from, to, .. } => (
+                    Action::PartitionOneWay(from.clone(), to.clone()),
+                    Action::RepairOneWay(from.clone(), to.clone()),
+                ),
             };
             actions.push((scheduled.at, start));
             actions.push((scheduled.end(), end));
@@ -409,6 +592,13 @@ impl fmt::Display for Action {
                 write!(f, "latency {a}<->{b} = {}", ms(*latency))
             }
             Action::RestoreLatency(a, b) => write!(f, "latency {a}<->{b} restored"),
+            Action::PartitionOneWay(a, b) => write!(f, "partition {a}->{b}"),
+            Action::RepairOneWay(a, b) => write!(f, "repair {a}->{b}"),
+            Action::SetTokens(tokens) => write!(f, "edge accepts tokens: {tokens:?}"),
+            Action::KillTunnels => write!(f, "edge kills all tunnels"),
+            Action::EdgeReachesOrigin(reachable) => {
+                write!(f, "edge reaches origin: {reachable}")
+            }
         }
     }
 }

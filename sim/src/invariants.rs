@@ -234,11 +234,15 @@ pub fn check(evidence: &Evidence<'_>) -> Verdict {
 /// the proxy's fault: real TCP would retransmit those closes once the partition healed.
 fn zombies_explain(evidence: &Evidence<'_>) -> bool {
     evidence.origin_zombies > 0
-        && evidence
-            .plan
-            .faults
-            .iter()
-            .any(|s| matches!(s.fault, crate::faults::Fault::PartitionOrigin { .. }))
+        && evidence.plan.faults.iter().any(|s| match &s.fault {
+            crate::faults::Fault::PartitionOrigin { .. } => true,
+            // A one-way loss on the way to the origin loses closes just the same (clients
+            // are not on that way).
+            crate::faults::Fault::OneWayPartition { from, to, .. } => {
+                !from.starts_with("client-") && !to.starts_with("client-")
+            }
+            _ => false,
+        })
 }
 
 fn check_transfers(evidence: &Evidence<'_>, verdict: &mut Verdict) {

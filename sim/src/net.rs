@@ -14,7 +14,7 @@ use reference_proxy::stream::{BoxedStream, Dialer, Listener};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -145,11 +145,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// Dials the origin host over turmoil.
+/// Dials a host over turmoil.
 pub struct TurmoilDialer {
     host: String,
     port: u16,
-    counter: Arc<SessionCounter>,
+    counter: Option<Arc<SessionCounter>>,
 }
 
 impl TurmoilDialer {
@@ -158,7 +158,17 @@ impl TurmoilDialer {
         TurmoilDialer {
             host: host.into(),
             port,
-            counter,
+            counter: Some(counter),
+        }
+    }
+
+    /// A dialer for `host:port` that counts nothing (the tunnel's transport, whose Postgres
+    /// sessions [`CountingDialer`] counts one layer up; the edge's dials to the origin).
+    pub fn uncounted(host: impl Into<String>, port: u16) -> Self {
+        TurmoilDialer {
+            host: host.into(),
+            port,
+            counter: None,
         }
     }
 }
@@ -167,12 +177,74 @@ impl Dialer for TurmoilDialer {
     fn dial(&self) -> BoxFuture<'_, io::Result<BoxedStream>> {
         Box::pin(async move {
             let stream = turmoil::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-            Ok(Box::new(Counted::new(stream, self.counter.clone())) as BoxedStream)
+            Ok(match &self.counter {
+                Some(counter) => Box::new(Counted::new(stream, counter.clone())) as BoxedStream,
+                None => Box::new(stream) as BoxedStream,
+            })
         })
     }
 
     fn describe(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Counts the Postgres sessions carried by another dialer's streams (the tunnel's: the
+/// first bytes written into a tunnel stream are Postgres's, not HTTP's).
+pub struct CountingDialer {
+    inner: Arc<dyn Dialer>,
+    counter: Arc<SessionCounter>,
+}
+
+impl CountingDialer {
+    /// Counts `inner`'s sessions in `counter`.
+    pub fn new(inner: Arc<dyn Dialer>, counter: Arc<SessionCounter>) -> Self {
+        CountingDialer { inner, counter }
+    }
+}
+
+impl Dialer for CountingDialer {
+    fn dial(&self) -> BoxFuture<'_, io::Result<BoxedStream>> {
+        Box::pin(async move {
+            let stream = self.inner.dial().await?;
+            Ok(Box::new(Counted::new(stream, self.counter.clone())) as BoxedStream)
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// A dialer that can be switched off: then every dial is refused at once (the edge's view
+/// of an origin it cannot reach, which it answers with 502).
+pub struct GatedDialer {
+    inner: Arc<dyn Dialer>,
+    open: Arc<AtomicBool>,
+}
+
+impl GatedDialer {
+    /// `inner` while `open` holds.
+    pub fn new(inner: Arc<dyn Dialer>, open: Arc<AtomicBool>) -> Self {
+        GatedDialer { inner, open }
+    }
+}
+
+impl Dialer for GatedDialer {
+    fn dial(&self) -> BoxFuture<'_, io::Result<BoxedStream>> {
+        Box::pin(async move {
+            if !self.open.load(Ordering::SeqCst) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "origin unreachable from the edge (simulated)",
+                ));
+            }
+            self.inner.dial().await
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
     }
 }
 

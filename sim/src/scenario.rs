@@ -60,6 +60,11 @@ pub struct Scenario {
     /// binding the unnamed statement in a later transaction than its Parse. Both bugs are
     /// fixed; the flag stays so a scenario can leave the behaviour out when studying others.
     pub known_bugs: bool,
+    /// The proxy reaches the origin through the real tunnel edge (`tunnel_edge::Edge`) on
+    /// its own host, over the proxy's real `TunnelDialer`; tunnel faults may be drawn.
+    pub tunnel: bool,
+    /// One-way partitions between any two hosts may be drawn (lossy faults must be on).
+    pub one_way_partitions: bool,
 }
 
 /// Recovery may take this long beyond the client idle timeout.
@@ -95,6 +100,8 @@ impl Scenario {
             lossy_faults: true,
             hostile_op_rate: 0.15,
             known_bugs: true,
+            tunnel: false,
+            one_way_partitions: false,
         }
     }
 
@@ -119,8 +126,32 @@ impl Scenario {
             origin_auth: FakeAuth::Md5,
             network_faults: (3, 6),
             hostile_op_rate: 0.0,
+            one_way_partitions: true,
             ..Scenario::standard()
         }
+    }
+
+    /// The standard scenario through the tunnel edge, with the edge's faults.
+    pub fn tunnel() -> Self {
+        Scenario {
+            name: "tunnel",
+            description: "the standard scenario with proxy -> tunnel edge -> origin: Access token revoked and rotated, tunnels killed mid-query, the edge answering 502, edge crashes, one-way partitions",
+            tunnel: true,
+            one_way_partitions: true,
+            network_faults: (2, 5),
+            ..Scenario::standard()
+        }
+    }
+
+    /// Every host of the world (clients, proxy, edge when tunnelled, origin).
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = (0..self.clients).map(crate::world::client_host).collect();
+        hosts.push(crate::faults::PROXY_HOST.into());
+        if self.tunnel {
+            hosts.push(crate::faults::EDGE_HOST.into());
+        }
+        hosts.push(crate::faults::ORIGIN_HOST.into());
+        hosts
     }
 
     /// A short version of the standard scenario for debug-build tests.
@@ -149,6 +180,7 @@ impl Scenario {
             Scenario::standard(),
             Scenario::pool_pressure(),
             Scenario::network_only(),
+            Scenario::tunnel(),
             Scenario::quick(),
         ]
     }

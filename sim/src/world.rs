@@ -8,8 +8,8 @@
 //! and salts from the seed; turmoil gets its seed for latencies and host order.
 
 use crate::fake_pg::{FakePgConfig, FakePostgres, OriginStats, WireTap};
-use crate::faults::{Action, FaultPlan, ORIGIN_HOST, PROXY_HOST};
-use crate::net::{SessionCounter, TurmoilDialer, TurmoilListener};
+use crate::faults::{Action, EDGE_HOST, FaultPlan, ORIGIN_HOST, PROXY_HOST, Tokens};
+use crate::net::{CountingDialer, GatedDialer, SessionCounter, TurmoilDialer, TurmoilListener};
 use crate::scenario::Scenario;
 use crate::trace::{Collected, Log};
 use crate::workload::{self, ClientSpec, PROXY_PORT, ProbeSpec};
@@ -22,9 +22,13 @@ use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use reference_proxy::config::ProxyConfig;
 use reference_proxy::metrics::Metrics;
 use reference_proxy::server::{build_context, serve};
-use std::sync::Arc;
+use reference_proxy::stream::Dialer;
+use reference_proxy::tunnel::{AccessToken, TunnelDialer, TunnelSettings, TunnelTls, TunnelUrl};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tunnel_edge::{AccessControl, Edge, EdgeConfig, ServiceToken, TokenSet};
 
 /// The origin's port.
 pub const ORIGIN_PORT: u16 = 5432;
@@ -36,6 +40,16 @@ pub const PASSWORD: &str = "secret";
 pub const DATABASE: &str = "bank";
 /// How long the proxy's `serve` waits for transactions when it stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// The edge's port.
+pub const EDGE_PORT: u16 = 443;
+/// The proxy's Access service token id (the secret is derived from the seed).
+pub const ACCESS_CLIENT_ID: &str = "sim-proxy.access";
+/// The token that rotation adds.
+pub const ROTATED_CLIENT_ID: &str = "sim-rotated.access";
+/// The edge's limits, compressed like the scenario's timeouts.
+pub const EDGE_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The proxy's limit for TCP + upgrade to the edge.
+pub const TUNNEL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Host name of client `index`.
 pub fn client_host(index: usize) -> String {
@@ -76,6 +90,61 @@ pub struct World {
     counter: Arc<SessionCounter>,
     plan: FaultPlan,
     scenario: Scenario,
+    edge: Option<EdgeHandles>,
+}
+
+/// What the fault plan needs to reach inside the tunnel edge: its Access control (shared by
+/// every incarnation of the edge host, as a token store outlives a restart), the running
+/// edge (to kill its tunnels), the switch of its origin dials, and the tokens.
+#[derive(Clone)]
+pub struct EdgeHandles {
+    access: Arc<AccessControl>,
+    running: Arc<Mutex<Option<Arc<Edge>>>>,
+    origin_reachable: Arc<AtomicBool>,
+    proxy_token: ServiceToken,
+    rotated_token: ServiceToken,
+}
+
+impl EdgeHandles {
+    fn new(seed: u64) -> Result<Self, String> {
+        let secret = |purpose: &str| {
+            format!(
+                "{:016x}{:016x}",
+                derive(seed, purpose),
+                derive(seed, &format!("{purpose}/2"))
+            )
+        };
+        let proxy_token = ServiceToken::new(ACCESS_CLIENT_ID, secret("access-secret"));
+        let rotated_token = ServiceToken::new(ROTATED_CLIENT_ID, secret("rotated-secret"));
+        let set = TokenSet::service_auth(vec![proxy_token.clone()])
+            .map_err(|e| format!("edge tokens: {e}"))?;
+        Ok(EdgeHandles {
+            access: Arc::new(AccessControl::new(set)),
+            running: Arc::new(Mutex::new(None)),
+            origin_reachable: Arc::new(AtomicBool::new(true)),
+            proxy_token,
+            rotated_token,
+        })
+    }
+
+    fn set_tokens(&self, tokens: Tokens) {
+        let list = match tokens {
+            Tokens::Proxy => vec![self.proxy_token.clone()],
+            Tokens::Revoked => vec![self.rotated_token.clone()],
+            Tokens::Rotating => vec![self.rotated_token.clone(), self.proxy_token.clone()],
+        };
+        if let Ok(set) = TokenSet::service_auth(list) {
+            self.access.replace(set);
+        }
+    }
+
+    fn kill_tunnels(&self) {
+        if let Ok(running) = self.running.lock()
+            && let Some(edge) = running.as_ref()
+        {
+            edge.kill_all_tunnels();
+        }
+    }
 }
 
 impl World {
@@ -126,7 +195,14 @@ impl World {
         let fake = FakePostgres::new(origin);
         let counter = Arc::new(SessionCounter::default());
         add_origin(&mut sim, &fake);
-        add_proxy(&mut sim, seed, scenario, counter.clone())?;
+        let edge = if scenario.tunnel {
+            let handles = EdgeHandles::new(seed)?;
+            add_edge(&mut sim, &handles);
+            Some(handles)
+        } else {
+            None
+        };
+        add_proxy(&mut sim, seed, scenario, counter.clone(), edge.as_ref())?;
         for index in 0..scenario.clients {
             let spec = client_spec(seed, scenario, index, faults);
             sim.client(client_host(index), workload::run(spec, log.clone()));
@@ -142,6 +218,7 @@ impl World {
             counter,
             plan,
             scenario: scenario.clone(),
+            edge,
         })
     }
 
@@ -152,13 +229,18 @@ impl World {
 
     /// Runs the simulation to its end, applying the fault plan on the way.
     pub fn run(mut self) -> Finished {
-        let timeline = self.plan.timeline();
+        let upstream = if self.edge.is_some() {
+            EDGE_HOST
+        } else {
+            ORIGIN_HOST
+        };
+        let timeline = self.plan.timeline(upstream);
         let mut next = 0;
         let error = loop {
             let elapsed = self.sim.elapsed();
             while let Some((at, action)) = timeline.get(next).filter(|(at, _)| *at <= elapsed) {
                 self.log.line(*at, format!("fault: {action}"));
-                apply(&mut self.sim, action, &self.scenario);
+                apply(&mut self.sim, action, &self.scenario, self.edge.as_ref());
                 next += 1;
             }
             match self.sim.step() {
@@ -180,8 +262,30 @@ impl World {
     }
 }
 
-fn apply(sim: &mut turmoil::Sim<'static>, action: &Action, scenario: &Scenario) {
+fn apply(
+    sim: &mut turmoil::Sim<'static>,
+    action: &Action,
+    scenario: &Scenario,
+    edge: Option<&EdgeHandles>,
+) {
     match action {
+        Action::PartitionOneWay(a, b) => sim.partition_oneway(a.as_str(), b.as_str()),
+        Action::RepairOneWay(a, b) => sim.repair_oneway(a.as_str(), b.as_str()),
+        Action::SetTokens(tokens) => {
+            if let Some(edge) = edge {
+                edge.set_tokens(*tokens);
+            }
+        }
+        Action::KillTunnels => {
+            if let Some(edge) = edge {
+                edge.kill_tunnels();
+            }
+        }
+        Action::EdgeReachesOrigin(reachable) => {
+            if let Some(edge) = edge {
+                edge.origin_reachable.store(*reachable, Ordering::SeqCst);
+            }
+        }
         Action::Hold(a, b) => sim.hold(a.as_str(), b.as_str()),
         Action::Release(a, b) => sim.release(a.as_str(), b.as_str()),
         Action::Partition(a, b) => sim.partition(a.as_str(), b.as_str()),
@@ -237,6 +341,60 @@ async fn serve_origin(fake: FakePostgres) -> turmoil::Result {
     }
 }
 
+/// The real tunnel edge (`tunnel_edge::Edge`, plain WebSocket: see
+/// `reference_proxy::tunnel::TunnelTls`) on its own host, dialling the origin over turmoil.
+/// A restart builds a new `Edge` with the same Access control.
+pub fn add_edge(sim: &mut turmoil::Sim<'static>, handles: &EdgeHandles) {
+    let handles = handles.clone();
+    sim.host(EDGE_HOST, move || {
+        let handles = handles.clone();
+        async move {
+            let origin: Arc<dyn Dialer> = Arc::new(GatedDialer::new(
+                Arc::new(TurmoilDialer::uncounted(ORIGIN_HOST, ORIGIN_PORT)),
+                handles.origin_reachable.clone(),
+            ));
+            let config = EdgeConfig {
+                dial_timeout: EDGE_DIAL_TIMEOUT,
+                ..EdgeConfig::default()
+            };
+            let edge = Arc::new(Edge::new(config, handles.access.clone(), origin, None));
+            if let Ok(mut running) = handles.running.lock() {
+                *running = Some(edge.clone());
+            }
+            let listener = TurmoilListener::bind(EDGE_PORT).await?;
+            edge.serve(listener, std::future::pending()).await;
+            Ok(())
+        }
+    });
+}
+
+/// The proxy's dialer to the origin: TCP over turmoil, or the proxy's real `TunnelDialer`
+/// over turmoil to the edge; either way counted (see [`crate::net`]).
+fn proxy_dialer(
+    counter: Arc<SessionCounter>,
+    edge: Option<&EdgeHandles>,
+) -> Result<Arc<dyn Dialer>, String> {
+    let Some(edge) = edge else {
+        return Ok(Arc::new(TurmoilDialer::new(
+            ORIGIN_HOST,
+            ORIGIN_PORT,
+            counter,
+        )));
+    };
+    let url = TunnelUrl::parse(&format!("wss://{EDGE_HOST}:{EDGE_PORT}"))
+        .map_err(|e| format!("tunnel url: {e}"))?;
+    let mut settings = TunnelSettings::new(url);
+    settings.token = Some(AccessToken {
+        client_id: edge.proxy_token.id.clone(),
+        client_secret: edge.proxy_token.secret.clone(),
+    });
+    settings.handshake_timeout = TUNNEL_HANDSHAKE_TIMEOUT;
+    let transport = Arc::new(TurmoilDialer::uncounted(EDGE_HOST, EDGE_PORT));
+    let tunnel = TunnelDialer::over(settings, transport, TunnelTls::Plaintext)
+        .map_err(|e| format!("tunnel dialer: {e}"))?;
+    Ok(Arc::new(CountingDialer::new(Arc::new(tunnel), counter)))
+}
+
 /// The proxy's configuration, through its own command-line parser.
 pub fn proxy_config(seed: u64, scenario: &Scenario) -> Result<ProxyConfig, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(derive(seed, "client-secret"));
@@ -276,16 +434,17 @@ pub fn add_proxy(
     seed: u64,
     scenario: &Scenario,
     counter: Arc<SessionCounter>,
+    edge: Option<&EdgeHandles>,
 ) -> Result<(), String> {
     let config = proxy_config(seed, scenario)?;
+    let dialer = proxy_dialer(counter, edge)?;
     let rng_seed = derive(seed, "proxy");
     sim.host(PROXY_HOST, move || {
         let config = config.clone();
-        let counter = counter.clone();
+        let dialer = dialer.clone();
         async move {
             let metrics = Metrics::new()?;
             let (stop, shutdown) = watch::channel(false);
-            let dialer = Arc::new(TurmoilDialer::new(ORIGIN_HOST, ORIGIN_PORT, counter));
             let rng = Box::new(ChaCha20Rng::seed_from_u64(rng_seed));
             let ctx = build_context(&config, dialer, rng, metrics, shutdown)?;
             let listener = TurmoilListener::bind(PROXY_PORT).await?;

@@ -15,6 +15,7 @@ use sim::invariants::Invariant;
 use sim::runner::{self, SeedReport};
 use sim::scenario::Scenario;
 use sim::shrink;
+use std::io::Write as _;
 use std::sync::Mutex;
 
 /// A planted bug must be caught within this many seeds.
@@ -77,7 +78,9 @@ fn caught_and_shrunk(bug: Bug) {
         shrunk.reproducer.options(false),
     );
     buggify::plant(&[]).expect("unplant");
-    println!(
+    // The measurement the issue asks for, shown with `--nocapture`.
+    let _ = writeln!(
+        std::io::stdout(),
         "{}: caught at seed {} by {violated:?}; shrunk from {} to {} fault(s) in {} runs: {}",
         bug.name(),
         failed.seed,

@@ -74,6 +74,7 @@ fn prepared_set_does_not_leak_into_the_next_session() {
         seed,
         &scenario,
         Arc::new(SessionCounter::default()),
+        None,
     )
     .expect("proxy configuration");
     let attacker_done = Arc::new(AtomicBool::new(false));
@@ -130,6 +131,7 @@ fn unnamed_statement_is_never_another_sessions() {
         seed,
         &scenario,
         Arc::new(SessionCounter::default()),
+        None,
     )
     .expect("proxy configuration");
     let step = Arc::new(std::sync::atomic::AtomicU8::new(0));

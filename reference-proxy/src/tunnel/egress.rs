@@ -26,6 +26,14 @@
 //!   return `io::Error`, so the `TunnelError` travels inside it: get it back with
 //!   `error.get_ref().and_then(|e| e.downcast_ref::<TunnelError>())`. The `io::ErrorKind`
 //!   is also set meaningfully ([`TunnelError::io_kind`]).
+//! - **Composable transport.** [`TunnelDialer::new`] dials TCP to the tunnel host;
+//!   [`TunnelDialer::over`] takes the byte stream to the edge from any other [`Dialer`] and
+//!   runs the same upgrade, Access and framing code on it. The simulator uses it to carry
+//!   tunnels over its simulated network with [`TunnelTls::Plaintext`]: BoringSSL draws its
+//!   handshake randomness from the operating system (a seed cannot fix it) and a handshake
+//!   costs more CPU than a whole simulated transaction, so the sim leaves the outer TLS layer
+//!   to the real-network tests. A production configuration ([`TunnelDialer::new`], the only
+//!   path from `--tunnel`) always verifies TLS.
 //! - **The secret never leaks**: `AccessToken`'s `Debug` redacts it, logs and
 //!   [`Dialer::describe`] never contain it, and no error message quotes a request header.
 
@@ -38,6 +46,7 @@ use std::fmt;
 use std::io;
 use std::net::Ipv6Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -661,7 +670,19 @@ fn check_switch(headers: &HeaderMap, key: &str) -> Result<(), TunnelError> {
 #[derive(Clone)]
 pub struct TunnelDialer {
     settings: TunnelSettings,
-    connector: SslConnector,
+    tls: TunnelTls,
+    /// Where the bytes to the edge go; `None`: TCP to the URL's host and port.
+    transport: Option<Arc<dyn Dialer>>,
+}
+
+/// TLS between the proxy and the edge.
+#[derive(Clone)]
+pub enum TunnelTls {
+    /// Verified TLS, as cloudflared does (every configuration the proxy's flags can express).
+    Verified(SslConnector),
+    /// None: the WebSocket runs directly on the transport's stream. Only for a transport that
+    /// is not a network a third party can see (the simulator's); see the module docs.
+    Plaintext,
 }
 
 impl fmt::Debug for TunnelDialer {
@@ -679,7 +700,23 @@ impl TunnelDialer {
         let connector = build_connector(&settings)?;
         Ok(TunnelDialer {
             settings,
-            connector,
+            tls: TunnelTls::Verified(connector),
+            transport: None,
+        })
+    }
+
+    /// A dialer whose streams to the edge come from `transport` (instead of TCP to the URL's
+    /// host), with `tls` on top; the upgrade, the Access token and the framing are the same.
+    pub fn over(
+        settings: TunnelSettings,
+        transport: Arc<dyn Dialer>,
+        tls: TunnelTls,
+    ) -> Result<Self, TunnelError> {
+        settings.validate()?;
+        Ok(TunnelDialer {
+            settings,
+            tls,
+            transport: Some(transport),
         })
     }
 
@@ -690,9 +727,21 @@ impl TunnelDialer {
 
     /// TCP + TLS + upgrade, without the timeout.
     async fn open(&self) -> Result<BoxedStream, TunnelError> {
-        let tcp = self.connect_tcp().await?;
-        let tls = self.connect_tls(tcp).await?;
-        let websocket = upgrade(tls, &self.settings).await?;
+        let stream: BoxedStream = match &self.transport {
+            None => Box::new(self.connect_tcp().await?),
+            Some(transport) => transport
+                .dial()
+                .await
+                .map_err(|source| TunnelError::Connect {
+                    address: self.settings.url.authority(),
+                    source,
+                })?,
+        };
+        let stream: BoxedStream = match &self.tls {
+            TunnelTls::Verified(connector) => Box::new(self.connect_tls(connector, stream).await?),
+            TunnelTls::Plaintext => stream,
+        };
+        let websocket = upgrade(stream, &self.settings).await?;
         Ok(Box::new(websocket))
     }
 
@@ -709,14 +758,14 @@ impl TunnelDialer {
         Ok(tcp)
     }
 
-    async fn connect_tls(
+    async fn connect_tls<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        tcp: TcpStream,
-    ) -> Result<tokio_boring::SslStream<TcpStream>, TunnelError> {
+        connector: &SslConnector,
+        tcp: S,
+    ) -> Result<tokio_boring::SslStream<S>, TunnelError> {
         let host = self.settings.url.host.as_str();
         // SNI (skipped for IP literals) and hostname/IP verification are BoringSSL defaults.
-        let config = self
-            .connector
+        let config = connector
             .configure()
             .map_err(|e| TunnelError::TlsSetup(e.to_string()))?;
         tokio_boring::connect(config, host, tcp)

@@ -28,7 +28,7 @@ pub mod egress;
 pub mod websocket;
 
 pub use egress::{
-    AccessToken, DEFAULT_HANDSHAKE_TIMEOUT, TunnelDialer, TunnelError, TunnelSettings, TunnelUrl,
-    default_user_agent, upgrade, upgrade_request, upgrade_request_headers,
+    AccessToken, DEFAULT_HANDSHAKE_TIMEOUT, TunnelDialer, TunnelError, TunnelSettings, TunnelTls,
+    TunnelUrl, default_user_agent, upgrade, upgrade_request, upgrade_request_headers,
 };
 pub use websocket::{MAX_MESSAGE_LEN, WebSocketStream, websocket_config};
