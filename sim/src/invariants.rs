@@ -75,6 +75,9 @@ pub enum Invariant {
     CancelIsolation,
     /// A session sees only its own settings and values.
     SessionIsolation,
+    /// Settings a client made (a SET that succeeded) are the ones its later queries run under,
+    /// on whichever origin connection serves them, through faults.
+    SettingsFollowClient,
     /// A transaction stays on one origin backend.
     OneBackendPerTransaction,
     /// Slow statements end at the statement timeout.
@@ -85,11 +88,14 @@ pub enum Invariant {
     NoPanic,
     /// The simulation finished within its time limit.
     SimulationCompletes,
+    /// No password, service-token secret or SCRAM secret in any log line of the proxy or
+    /// the edge.
+    NoSecretInLogs,
 }
 
 impl Invariant {
     /// Every invariant, in report order.
-    pub const ALL: [Invariant; 15] = [
+    pub const ALL: [Invariant; 17] = [
         Invariant::CommitDurable,
         Invariant::AbortedNotApplied,
         Invariant::NoPhantomWrites,
@@ -100,11 +106,13 @@ impl Invariant {
         Invariant::ExpectedErrorsOnly,
         Invariant::CancelIsolation,
         Invariant::SessionIsolation,
+        Invariant::SettingsFollowClient,
         Invariant::OneBackendPerTransaction,
         Invariant::StatementTimeout,
         Invariant::Recovers,
         Invariant::NoPanic,
         Invariant::SimulationCompletes,
+        Invariant::NoSecretInLogs,
     ];
 
     /// A short description.
@@ -120,11 +128,13 @@ impl Invariant {
             Invariant::ExpectedErrorsOnly => "only expected errors",
             Invariant::CancelIsolation => "cancels hit only their own query",
             Invariant::SessionIsolation => "sessions see only their own data",
+            Invariant::SettingsFollowClient => "a client's SETs follow it across connections",
             Invariant::OneBackendPerTransaction => "one origin backend per transaction",
             Invariant::StatementTimeout => "statement timeout enforced",
             Invariant::Recovers => "proxy serves again after the faults",
             Invariant::NoPanic => "no panic",
             Invariant::SimulationCompletes => "simulation completes",
+            Invariant::NoSecretInLogs => "no secret in any log line",
         }
     }
 }

@@ -62,6 +62,8 @@ pub mod sql {
         "SELECT current_setting('application_name'), current_setting('statement_timeout')";
     /// What a hostile client prepares and runs later, on whatever connection it then has.
     pub const SET_TIMEOUT: &str = "SET statement_timeout = '1234ms'";
+    /// How `SHOW statement_timeout` shows [`SET_TIMEOUT`]'s value.
+    pub const SET_TIMEOUT_SHOWN: &str = "1234ms";
     /// Echo a value through a prepared statement.
     pub const ECHO: &str = "SELECT $1::text";
     /// Every account, for portal fetches.
@@ -147,7 +149,7 @@ pub async fn run(spec: ClientSpec, log: Log) -> turmoil::Result {
         conn: None,
         op: 0,
         transfers: 0,
-        tainted: false,
+        expected_timeout: None,
     };
     while now() < client.spec.until {
         client.op += 1;
@@ -250,7 +252,10 @@ struct Client {
     op: u64,
     transfers: i64,
     /// This client changed its own session settings (hostile SET).
-    tainted: bool,
+    /// The statement_timeout this client's queries must run under: its startup value after a
+    /// connect, the value of its last successful SET after that, `None` when a SET's outcome
+    /// is unknown (the call failed or timed out).
+    expected_timeout: Option<String>,
 }
 
 /// Turns a tokio-postgres error into what the trace records.
@@ -435,6 +440,7 @@ impl Client {
         let task = tokio::spawn(async move {
             let _ = connection.await;
         });
+        self.expected_timeout = Some(self.startup_timeout());
         self.conn = Some(Conn {
             client: Rc::new(client),
             task,
@@ -675,20 +681,41 @@ impl Client {
             self.spec.application_name(),
             crate::fake_pg::show_milliseconds(self.spec.statement_timeout.as_millis() as u64),
         ];
-        let checked = if self.tainted { 1 } else { 2 };
-        for (index, want) in expected.iter().enumerate().take(checked) {
-            let seen = values.get(index).cloned().unwrap_or_default();
-            self.log.checked(Invariant::SessionIsolation);
-            if &seen != want {
-                let detail = format!(
-                    "{} expected {want:?} from `{}` (column {}) and got {seen:?}",
-                    self.name(),
-                    sql::WHOAMI,
-                    index + 1
-                );
-                self.observe(Invariant::SessionIsolation, detail);
-            }
+        let name = values.first().cloned().unwrap_or_default();
+        self.log.checked(Invariant::SessionIsolation);
+        if name != expected[0] {
+            let detail = format!(
+                "{} expected application_name {:?} from `{}` and got {name:?}",
+                self.name(),
+                expected[0],
+                sql::WHOAMI,
+            );
+            self.observe(Invariant::SessionIsolation, detail);
         }
+        let Some(want) = self.expected_timeout.clone() else {
+            return;
+        };
+        let seen = values.get(1).cloned().unwrap_or_default();
+        let invariant = if want == expected[1] {
+            // Still its startup value: another session's SET would show up here.
+            Invariant::SessionIsolation
+        } else {
+            Invariant::SettingsFollowClient
+        };
+        self.log.checked(invariant);
+        if seen != want {
+            let detail = format!(
+                "{} expected statement_timeout {want:?} (its own last setting) from `{}` and got {seen:?}",
+                self.name(),
+                sql::WHOAMI,
+            );
+            self.observe(invariant, detail);
+        }
+    }
+
+    /// The statement_timeout a new session of this client starts with.
+    fn startup_timeout(&self) -> String {
+        crate::fake_pg::show_milliseconds(self.spec.statement_timeout.as_millis() as u64)
     }
 
     /// Prepares a SET in one transaction and runs it in a later one, on whichever
@@ -699,9 +726,10 @@ impl Client {
         let Some(set) = self.prepared(|c| &mut c.set, sql::SET_TIMEOUT).await else {
             return;
         };
-        self.tainted = true;
-        self.execute(format!("execute `{}`", sql::SET_TIMEOUT), set, Vec::new())
+        let outcome = self
+            .execute(format!("execute `{}`", sql::SET_TIMEOUT), set, Vec::new())
             .await;
+        self.expected_timeout = outcome.is_ok().then(|| sql::SET_TIMEOUT_SHOWN.to_string());
     }
 
     /// A value sent through a prepared statement must come back to its sender.
@@ -743,7 +771,8 @@ impl Client {
             self.log.checked(Invariant::StatementTimeout);
         }
         let early = Duration::from_millis(millis) + TIMEOUT_MARGIN < self.spec.statement_timeout;
-        if early && !self.tainted && !outcome.connection_lost() {
+        let startup_timeout = Some(self.startup_timeout());
+        if early && self.expected_timeout == startup_timeout && !outcome.connection_lost() {
             self.log.checked(Invariant::StatementTimeout);
             if outcome.code() == Some("57014")
                 && !matches!(&outcome, Outcome::Db { message, .. } if message == crate::invariants::USER_CANCEL_MESSAGE)
