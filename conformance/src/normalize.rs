@@ -46,6 +46,12 @@ pub fn normalize_line(text: &str) -> String {
     {
         return format!("B ParameterStatus {name}=<{name}>");
     }
+    if text == "B ParameterStatus TimeZone=\"Etc/UTC\"" {
+        // "Etc/UTC" and "UTC" name the same zone; a server's default TimeZone is spelled as
+        // its host's zone database spells it at initdb (the fake says "UTC"). Other zones, and
+        // every zone a session sets, stay as they are.
+        return "B ParameterStatus TimeZone=\"UTC\"".to_string();
+    }
     if text.starts_with("B AuthenticationSASL ") {
         // SCRAM-SHA-256-PLUS (channel binding) is offered only on TLS connections: which
         // mechanisms are listed depends on the transport of the arm, not on the server.

@@ -47,11 +47,21 @@ pub async fn run_and_check(
     checker.check(snapshot, result);
 }
 
+/// The bank every arm has: the simulator's fake Postgres is born with these tables (accounts
+/// `1..=4` holding 100 each, no transfers), so transcripts that read them can be compared with
+/// the fake too. Created once per Postgres, before any transcript.
+pub const BANK_SQL: &str = "CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL); \
+     INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 4) g; \
+     CREATE TABLE transfers (id bigint PRIMARY KEY, from_id int NOT NULL, to_id int NOT NULL, \
+     amount int NOT NULL); GRANT ALL ON accounts, transfers TO PUBLIC;";
+
 /// Starts the native Postgres every real arm uses (TLS on, for Postgres TLS inside the
 /// tunnel); `None` when the binaries are missing (skips loudly; fails under `CI=true`).
 pub fn postgres(test: &str) -> Option<(Postgres, TestPki)> {
     let pki = TestPki::generate().expect("test PKI");
     let pg = Postgres::start_or_skip(test, PostgresConfig::default().with_tls(&pki))?;
+    pg.psql(fixtures::Role::Superuser, BANK_SQL)
+        .expect("the bank tables");
     Some((pg, pki))
 }
 
