@@ -221,6 +221,8 @@ pub struct Session {
     /// The client's settings, applied on every connection it uses: its startup options at
     /// first, then what the origin reported after each transaction that may have changed them.
     settings: Vec<(String, String)>,
+    /// The settings of the client's startup packet: what `RESET` returns to in Postgres.
+    startup_settings: Vec<(String, String)>,
     /// A statement of the current lend may have changed a setting: read them back before the
     /// connection goes back to the pool.
     settings_may_have_changed: bool,
@@ -249,6 +251,7 @@ impl Session {
             status: TransactionStatus::Idle,
             batch_open: false,
             copy_in: false,
+            startup_settings: settings.clone(),
             settings,
             settings_may_have_changed: false,
             pinned: false,
@@ -947,10 +950,22 @@ impl Session {
             }) = self.pending.pop_front()
             {
                 connection.applied_settings = settings.clone();
-                self.settings = settings;
+                self.settings = self.with_startup_defaults(settings);
             }
         }
         self.emit_synthetic(out)
+    }
+
+    /// The snapshot plus every startup setting it lacks: in Postgres `RESET` (or `RESET ALL`,
+    /// `DISCARD ALL`) returns a setting to its startup value, while on the origin it returned
+    /// to the connection's default (the proxy applied the startup value with `set_config`).
+    fn with_startup_defaults(&self, mut settings: Vec<(String, String)>) -> Vec<(String, String)> {
+        for (name, value) in &self.startup_settings {
+            if !settings.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                settings.push((name.clone(), value.clone()));
+            }
+        }
+        settings
     }
 
     /// Keeps one `(name, setting)` row of the settings snapshot.

@@ -589,3 +589,48 @@ async fn a_setting_the_origin_no_longer_accepts_closes_the_session_instead_of_dr
     assert_eq!(name, user);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_returns_to_the_startup_value_as_in_postgres() {
+    let Some(pg) = postgres("reset_returns_to_the_startup_value") else {
+        return;
+    };
+    let proxy = TestProxy::start(&pg, &["--pool-size", "2"]).await;
+    let conninfo = format!(
+        "{} application_name=alpha options='-c TimeZone=Asia/Tokyo'",
+        proxy.conninfo(&pg)
+    );
+    let direct_conninfo = format!(
+        "host=127.0.0.1 port={} user={} password={} dbname={} application_name=alpha options='-c TimeZone=Asia/Tokyo'",
+        pg.port(),
+        pg.user(fixtures::Role::Scram),
+        pg.password(fixtures::Role::Scram),
+        pg.database()
+    );
+    for conninfo in [direct_conninfo, conninfo] {
+        let (client, connection) = tokio_postgres::connect(&conninfo, NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+            .batch_execute("SET TimeZone = 'UTC'; SET application_name = 'beta'")
+            .await
+            .expect("set");
+        assert_eq!(setting(&client, "TimeZone").await, "UTC");
+        client.batch_execute("RESET TimeZone").await.expect("reset");
+        assert_eq!(
+            setting(&client, "TimeZone").await,
+            "Asia/Tokyo",
+            "{conninfo}"
+        );
+        assert_eq!(setting(&client, "application_name").await, "beta");
+        client.batch_execute("RESET ALL").await.expect("reset all");
+        assert_eq!(
+            setting(&client, "application_name").await,
+            "alpha",
+            "{conninfo}"
+        );
+        assert_eq!(setting(&client, "TimeZone").await, "Asia/Tokyo");
+    }
+    proxy.stop().await;
+}
