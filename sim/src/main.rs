@@ -144,8 +144,9 @@ fn main() -> ExitCode {
                     keep_trace: true,
                     wire,
                     keep_faults,
+                    print_logs: proxy_log,
                 };
-                replay(&scenario, seed, options, proxy_log)
+                replay(&scenario, seed, options)
             }
             _ => ExitCode::from(EXIT_USAGE),
         },
@@ -356,15 +357,7 @@ fn shrink_and_record(report: &SeedReport, scenario: &Scenario, record: bool) {
     }
 }
 
-fn replay(
-    scenario: &Scenario,
-    seed: u64,
-    options: runner::RunOptions,
-    proxy_log: Option<String>,
-) -> ExitCode {
-    if let Some(filter) = proxy_log {
-        sim::trace::install_proxy_logging(&filter);
-    }
+fn replay(scenario: &Scenario, seed: u64, options: runner::RunOptions) -> ExitCode {
     let faults = options.faults;
     let report = runner::run_seed_with(seed, scenario, options);
     say(&report::trace_file_text(&report));

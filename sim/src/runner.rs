@@ -10,7 +10,7 @@
 use crate::faults::{FaultKind, FaultPlan};
 use crate::invariants::{self, Evidence, Invariant, Verdict};
 use crate::scenario::Scenario;
-use crate::trace::Fate;
+use crate::trace::{self, Fate, LogCapture};
 use crate::world::World;
 use reference_proxy::buggify::{self, Bug};
 use std::cell::{Cell, RefCell};
@@ -109,6 +109,9 @@ pub struct RunOptions {
     pub wire: bool,
     /// Run only these faults of the seed's plan (positions in it); `None`: all.
     pub keep_faults: Option<Vec<usize>>,
+    /// Print the proxy's and the edge's logs (this `tracing` filter) to stderr after the
+    /// run; `None`: capture them at [`trace::DEFAULT_LOG_FILTER`] for the secrets check only.
+    pub print_logs: Option<String>,
 }
 
 /// Runs one seed. `keep_trace` keeps the trace even when the seed passes.
@@ -121,6 +124,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario, faults: bool, keep_trace: bool) 
             keep_trace,
             wire: false,
             keep_faults: None,
+            print_logs: None,
         },
     )
 }
@@ -132,13 +136,18 @@ pub fn run_seed_with(seed: u64, scenario: &Scenario, options: RunOptions) -> See
         keep_trace,
         wire,
         keep_faults,
+        print_logs,
     } = options;
     install_panic_hook();
     CAPTURING.with(|c| c.set(true));
     PANICS.with(|p| p.borrow_mut().clear());
     let started = Instant::now();
+    let logs = LogCapture::default();
+    let filter = print_logs.as_deref().unwrap_or(trace::DEFAULT_LOG_FILTER);
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        simulate(seed, scenario, faults, wire, keep_faults.as_deref())
+        tracing::subscriber::with_default(logs.subscriber(filter), || {
+            simulate(seed, scenario, faults, wire, keep_faults.as_deref())
+        })
     }));
     let panics = PANICS.with(|p| std::mem::take(&mut *p.borrow_mut()));
     CAPTURING.with(|c| c.set(false));
@@ -146,6 +155,11 @@ pub fn run_seed_with(seed: u64, scenario: &Scenario, options: RunOptions) -> See
         Ok(report) => report,
         Err(_) => crashed(seed, scenario, faults),
     };
+    check_logs(&logs, seed, scenario, &mut report.verdict);
+    if print_logs.is_some() {
+        let mut stderr = std::io::stderr().lock();
+        let _ = std::io::Write::write_all(&mut stderr, logs.text().as_bytes());
+    }
     report.kept_faults = keep_faults;
     report.bugs = buggify::planted();
     report.wall_time = started.elapsed();
@@ -159,6 +173,24 @@ pub fn run_seed_with(seed: u64, scenario: &Scenario, options: RunOptions) -> See
         report.trace = Vec::new();
     }
     report
+}
+
+/// [`Invariant::NoSecretInLogs`]: no secret of the world in the captured log text. The
+/// violation names the kind of secret and the line's position, never the secret.
+fn check_logs(logs: &LogCapture, seed: u64, scenario: &Scenario, verdict: &mut Verdict) {
+    let text = logs.text();
+    for (kind, secret) in crate::world::secrets(seed, scenario) {
+        match text.lines().position(|line| line.contains(secret.as_str())) {
+            None => verdict.passed(Invariant::NoSecretInLogs, 1),
+            Some(line) => verdict.violate(
+                Invariant::NoSecretInLogs,
+                format!(
+                    "{kind} appears in log line {} (replay with --proxy-log to see it)",
+                    line + 1
+                ),
+            ),
+        }
+    }
 }
 
 fn simulate(
@@ -330,4 +362,36 @@ pub fn run_seeds(
         .into_iter()
         .filter_map(|slot| slot.into_inner().ok().flatten())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The secrets check bites: a log line carrying the password or the token secret is a
+    /// violation, one carrying neither is not.
+    #[test]
+    fn secrets_in_log_lines_are_violations() {
+        let scenario = Scenario::tunnel();
+        let secrets = crate::world::secrets(7, &scenario);
+        assert!(secrets.len() >= 4, "{} secrets", secrets.len());
+        for (kind, secret) in &secrets {
+            let logs = LogCapture::default();
+            tracing::subscriber::with_default(logs.subscriber("sim=info"), || {
+                tracing::info!(value = %secret, "leaking {kind}");
+            });
+            let mut verdict = Verdict::default();
+            check_logs(&logs, 7, &scenario, &mut verdict);
+            assert_eq!(verdict.violations.len(), 1, "{kind}");
+            assert!(!verdict.violations[0].detail.contains(secret.as_str()));
+        }
+        let logs = LogCapture::default();
+        tracing::subscriber::with_default(logs.subscriber("sim=info"), || {
+            tracing::info!(password = "<redacted>", "nothing secret");
+        });
+        let mut verdict = Verdict::default();
+        check_logs(&logs, 7, &scenario, &mut verdict);
+        assert!(verdict.violations.is_empty());
+        assert!(logs.text().contains("nothing secret"));
+    }
 }

@@ -70,6 +70,7 @@ impl Reproducer {
             keep_trace,
             wire: false,
             keep_faults: self.keep_faults.clone(),
+            print_logs: None,
         }
     }
 

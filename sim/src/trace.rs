@@ -261,17 +261,77 @@ impl Log {
     }
 }
 
-/// Prints the proxy's own `tracing` logs to stderr, stamped with simulated time (for
-/// `sim replay --proxy-log`).
-pub fn install_proxy_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("reference_proxy=debug"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_timer(SimClock)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Most bytes of log output kept per seed (the rest is counted, not kept or checked).
+pub const MAX_LOG_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the proxy's and the edge's `tracing` logs wrote during one run, captured by a
+/// subscriber scoped to the run (turmoil polls every host on the thread that runs the seed,
+/// so a thread-local default subscriber sees every event of this seed and no other's).
+/// Checked for secrets ([`crate::invariants::Invariant::NoSecretInLogs`]) and printed by
+/// `sim replay --proxy-log`.
+#[derive(Clone, Default)]
+pub struct LogCapture {
+    inner: Arc<Mutex<CapturedLog>>,
+}
+
+#[derive(Default)]
+struct CapturedLog {
+    text: Vec<u8>,
+    dropped: usize,
+}
+
+impl LogCapture {
+    /// Everything captured, as text.
+    pub fn text(&self) -> String {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&inner.text).into_owned()
+    }
+
+    /// Bytes over [`MAX_LOG_BYTES`] that were not kept.
+    pub fn dropped(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.dropped)
+    }
+
+    /// A subscriber writing the events `filter` selects into this capture, stamped with
+    /// simulated time.
+    pub fn subscriber(&self, filter: &str) -> impl tracing::Subscriber + Send + Sync + 'static {
+        let filter = tracing_subscriber::EnvFilter::try_new(filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_timer(SimClock)
+            .with_ansi(false)
+            .with_writer(self.clone())
+            .finish()
+    }
+}
+
+/// What the capture records by default: everything the proxy and the edge log at debug.
+pub const DEFAULT_LOG_FILTER: &str = "reference_proxy=debug,tunnel_edge=debug";
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let room = MAX_LOG_BYTES.saturating_sub(inner.text.len());
+        let kept = buf.len().min(room);
+        inner
+            .text
+            .extend_from_slice(buf.get(..kept).unwrap_or_default());
+        inner.dropped += buf.len() - kept;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 /// A `tracing` timer that prints simulated time.

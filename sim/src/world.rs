@@ -35,7 +35,7 @@ pub const ORIGIN_PORT: u16 = 5432;
 /// Role, password and database of the origin (and of the clients at the proxy).
 pub const USER: &str = "app";
 /// See [`USER`].
-pub const PASSWORD: &str = "secret";
+pub const PASSWORD: &str = "pw-sim-Kx7q2-origin";
 /// See [`USER`].
 pub const DATABASE: &str = "bank";
 /// How long the proxy's `serve` waits for transactions when it stops.
@@ -107,15 +107,9 @@ pub struct EdgeHandles {
 
 impl EdgeHandles {
     fn new(seed: u64) -> Result<Self, String> {
-        let secret = |purpose: &str| {
-            format!(
-                "{:016x}{:016x}",
-                derive(seed, purpose),
-                derive(seed, &format!("{purpose}/2"))
-            )
-        };
-        let proxy_token = ServiceToken::new(ACCESS_CLIENT_ID, secret("access-secret"));
-        let rotated_token = ServiceToken::new(ROTATED_CLIENT_ID, secret("rotated-secret"));
+        let proxy_token = ServiceToken::new(ACCESS_CLIENT_ID, token_secret(seed, "access-secret"));
+        let rotated_token =
+            ServiceToken::new(ROTATED_CLIENT_ID, token_secret(seed, "rotated-secret"));
         let set = TokenSet::service_auth(vec![proxy_token.clone()])
             .map_err(|e| format!("edge tokens: {e}"))?;
         Ok(EdgeHandles {
@@ -393,6 +387,53 @@ fn proxy_dialer(
     let tunnel = TunnelDialer::over(settings, transport, TunnelTls::Plaintext)
         .map_err(|e| format!("tunnel dialer: {e}"))?;
     Ok(Arc::new(CountingDialer::new(Arc::new(tunnel), counter)))
+}
+
+/// A service token secret drawn from the seed.
+fn token_secret(seed: u64, purpose: &str) -> String {
+    format!(
+        "{:016x}{:016x}",
+        derive(seed, purpose),
+        derive(seed, &format!("{purpose}/2"))
+    )
+}
+
+/// Shortest piece of a SCRAM secret looked for in logs (shorter ones could match by chance).
+const MIN_SECRET_PIECE_LEN: usize = 12;
+
+/// Everything secret in the world of `seed`, by kind: what no log line of the proxy or the
+/// edge may contain ([`crate::invariants::Invariant::NoSecretInLogs`]). SCRAM nonces and
+/// proofs are per exchange and never known here; their redaction is the codec's (its
+/// `Display` shows SASL payloads by length only), tested there.
+pub fn secrets(seed: u64, scenario: &Scenario) -> Vec<(&'static str, String)> {
+    let mut secrets = vec![("the database password", PASSWORD.to_string())];
+    if let Some(stored) = client_secret(seed, scenario) {
+        for piece in stored
+            .split(['$', ':'])
+            .filter(|piece| piece.len() >= MIN_SECRET_PIECE_LEN)
+        {
+            secrets.push(("the clients' SCRAM secret", piece.to_string()));
+        }
+    }
+    if scenario.tunnel {
+        secrets.push((
+            "the Access service token secret",
+            token_secret(seed, "access-secret"),
+        ));
+        secrets.push((
+            "the rotated service token secret",
+            token_secret(seed, "rotated-secret"),
+        ));
+    }
+    secrets
+}
+
+/// The clients' SCRAM secret at the proxy (`--client-user`), in Postgres's format.
+fn client_secret(seed: u64, scenario: &Scenario) -> Option<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(derive(seed, "client-secret"));
+    ScramSecret::generate(PASSWORD, &mut rng, scenario.client_scram_iterations)
+        .ok()
+        .map(|secret| secret.to_postgres_string())
 }
 
 /// The proxy's configuration, through its own command-line parser.
