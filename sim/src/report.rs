@@ -182,7 +182,7 @@ pub fn summary(
         if tokio_rng_seeded() {
             "exact (built with --cfg tokio_unstable)".to_string()
         } else {
-            "seeded network, proxy, origin and clients; tokio select! order is not (build with RUSTFLAGS=\"--cfg tokio_unstable\" for exact replay)".to_string()
+            "seeded network, proxy, edge, origin and clients; seeds with a proxy crash replay exactly only alone in a fresh process (`just sim-replay`; see the sim crate docs)".to_string()
         },
     );
     out
@@ -240,7 +240,7 @@ pub fn failure(report: &SeedReport, file: Option<&Path>, reproduced: Option<bool
             if reproduced {
                 "same trace (reproducible)"
             } else {
-                "different trace (a tokio select! tie; build with --cfg tokio_unstable to pin it)"
+                "different trace in this process (a proxy crash drops tasks in an order set by process-wide task ids; `just sim-replay` in a fresh process replays the seed exactly)"
             }
         );
     }

@@ -355,11 +355,29 @@ pub fn add_edge(sim: &mut turmoil::Sim<'static>, handles: &EdgeHandles) {
             if let Ok(mut running) = handles.running.lock() {
                 *running = Some(edge.clone());
             }
-            let listener = TurmoilListener::bind(EDGE_PORT).await?;
-            edge.serve(listener, std::future::pending()).await;
-            Ok(())
+            serve_edge(edge).await
         }
     });
+}
+
+/// The edge's accept loop: each connection is the edge's own `Edge::handle` (cancel safe),
+/// run inside the host's future rather than spawned by `Edge::serve`, for the reason
+/// [`serve_origin`] gives: a crash then drops them in accept order, not in an order derived
+/// from process-wide task ids.
+async fn serve_edge(edge: Arc<Edge>) -> turmoil::Result {
+    let mut listener = TurmoilListener::bind(EDGE_PORT).await?;
+    let mut connections = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            accepted = reference_proxy::stream::Listener::accept(&mut listener) => {
+                let (stream, peer) = accepted?;
+                let edge = edge.clone();
+                connections.push(async move { edge.handle(stream, peer).await });
+            }
+            Some(()) = connections.next(), if !connections.is_empty() => {}
+        }
+    }
 }
 
 /// The proxy's dialer to the origin: TCP over turmoil, or the proxy's real `TunnelDialer`

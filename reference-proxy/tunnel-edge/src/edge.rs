@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -44,7 +44,7 @@ pub struct Edge {
     tls: Option<EdgeTls>,
     stats: StatsRecorder,
     /// Bumped by [`Edge::kill_all_tunnels`]; every connection watches it.
-    kill: watch::Sender<u64>,
+    kill: KillSwitch,
     next_tunnel: AtomicU64,
 }
 
@@ -87,7 +87,7 @@ impl Edge {
             origin,
             tls,
             stats: StatsRecorder::default(),
-            kill: watch::Sender::new(0),
+            kill: KillSwitch::default(),
             next_tunnel: AtomicU64::new(1),
         }
     }
@@ -111,7 +111,7 @@ impl Edge {
     /// mid-transaction. Connections still in their handshake are dropped as soon as they would
     /// become tunnels. New connections afterwards are served normally.
     pub fn kill_all_tunnels(&self) {
-        self.kill.send_modify(|generation| *generation += 1);
+        self.kill.kill();
     }
 
     /// Accepts connections from `listener` until `shutdown` completes, each in its own task;
@@ -156,7 +156,7 @@ impl Edge {
     /// Cancel safe: dropping the future closes both sockets, and a tunnel dropped this way is
     /// still counted closed and logged (`end=abandoned`).
     pub async fn handle(&self, stream: BoxedStream, peer: String) {
-        let kill = self.kill.subscribe();
+        let kill = self.kill.generation();
         let conn = Conn {
             peer: &peer,
             started: Instant::now(),
@@ -195,7 +195,7 @@ impl Edge {
         head: RequestHead,
         leftover: Vec<u8>,
         conn: &Conn<'_>,
-        kill: watch::Receiver<u64>,
+        kill: u64,
     ) {
         let token_id = match self.access.check(&head.headers) {
             AccessDecision::Allow { token_id } => token_id,
@@ -325,7 +325,7 @@ impl Edge {
         origin: BoxedStream,
         token_id: String,
         conn: &Conn<'_>,
-        kill: watch::Receiver<u64>,
+        kill: u64,
     ) {
         let mut record = TunnelRecord {
             edge: self,
@@ -347,7 +347,8 @@ impl Edge {
             max_message_len: self.config.max_message_len,
             ping_interval: self.config.ping_interval,
         };
-        let end = pipe::run(ws, origin, settings, killed(kill), &record.counters).await;
+        let killed = self.kill.killed_after(kill);
+        let end = pipe::run(ws, origin, settings, killed, &record.counters).await;
         record.end = Some(end);
     }
 }
@@ -362,10 +363,38 @@ fn deny_reason(head: &RequestHead) -> &'static str {
     }
 }
 
-/// Completes when [`Edge::kill_all_tunnels`] is called after the receiver was created.
-async fn killed(mut kill: watch::Receiver<u64>) {
-    if kill.changed().await.is_err() {
-        std::future::pending::<()>().await;
+/// [`Edge::kill_all_tunnels`]'s signal: a generation counter and a `Notify`. Not a `watch`
+/// channel: a watch parks each waiter on one of 8 lists picked by tokio's thread RNG (seeded
+/// from the OS), so the order in which killed tunnels wake and close would differ between
+/// two runs of one simulated seed; `Notify` wakes its waiters in a fixed order.
+#[derive(Debug, Default)]
+struct KillSwitch {
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    /// The current generation; a tunnel started now is killed by the next [`Self::kill`].
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn kill(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Completes once a kill happened after generation `seen`.
+    async fn killed_after(&self, seen: u64) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.generation() != seen {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -110,10 +110,12 @@ pub(crate) async fn run(
     let end = {
         let upstream = client_to_origin(&mut stream, origin_write, settings, counters);
         let downstream = origin_to_client(origin_read, &mut sink, settings, counters);
+        // Fixed polling order: no draw from tokio's RNG, so a seeded simulation replays.
         tokio::select! {
+            biased;
+            () = killed => TunnelEnd::Killed,
             end = upstream => end,
             end = downstream => end,
-            () = killed => TunnelEnd::Killed,
         }
     };
     if counters.peer_closed.load(Ordering::Relaxed) {
@@ -188,7 +190,11 @@ async fn origin_to_client<R: AsyncRead + Unpin>(
     let mut pings = tokio::time::interval_at(Instant::now() + period, period);
     pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // Fixed polling order (no draw from tokio's RNG); the keepalive first, as it is ready
+        // only once per period and so never starves the reads.
         let sent = tokio::select! {
+            biased;
+            _ = pings.tick() => send_keepalive(sink).await,
             read = origin.read(&mut buffer) => match read {
                 Ok(0) => return TunnelEnd::OriginEof,
                 Ok(len) => {
@@ -197,7 +203,6 @@ async fn origin_to_client<R: AsyncRead + Unpin>(
                 }
                 Err(error) => return TunnelEnd::OriginError(error.to_string()),
             },
-            _ = pings.tick() => send_keepalive(sink).await,
         };
         if let Err(error) = sent {
             return TunnelEnd::ClientError(error.to_string());
