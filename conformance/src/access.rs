@@ -42,11 +42,11 @@ fn tokens(list: &[(&str, &str)]) -> TokenSet {
     .expect("valid token set")
 }
 
+/// A service token: id and secret.
+type Token = (&'static str, &'static str);
+
 /// The edge's starting token set and origin port, and the proxy's token, per scenario.
-fn scenario_setup(
-    name: &str,
-    pg_port: u16,
-) -> Result<(TokenSet, u16, Option<(&'static str, &'static str)>), String> {
+fn scenario_setup(name: &str, pg_port: u16) -> Result<(TokenSet, u16, Option<Token>), String> {
     let valid = || tokens(&[(TOKEN_ID, TOKEN_SECRET)]);
     let ours = Some((TOKEN_ID, TOKEN_SECRET));
     Ok(match name {

@@ -16,6 +16,7 @@
 //! documentation of what Postgres does, readable in a pull request.
 
 pub mod access;
+pub mod container;
 pub mod fake;
 pub mod normalize;
 pub mod real;

@@ -3,6 +3,7 @@
 //! the list for reviewers. Everything not named here must match byte for byte.
 
 use crate::runner::Line;
+use elephant_protocol::{BackendMessage, ErrorFields, PgString};
 
 /// Fields of ErrorResponse / NoticeResponse that locate the message in the server's source
 /// code (file, line, routine). They identify the server build, not the protocol behaviour:
@@ -19,7 +20,10 @@ pub fn normalize(lines: &[Line]) -> String {
     let rendered: Vec<String> = lines
         .iter()
         .map(|line| {
-            let text = normalize_line(&line.text);
+            let text = match &line.message {
+                Some(message) => normalize_message(message),
+                None => normalize_line(&line.text),
+            };
             match line.connection.as_str() {
                 "main" => text,
                 other => format!("[{other}] {text}"),
@@ -27,6 +31,31 @@ pub fn normalize(lines: &[Line]) -> String {
         })
         .collect();
     rendered.join("\n")
+}
+
+/// Rules on one backend message: error and notice fields are edited before rendering (a long
+/// message is rendered only as a hash, so a port inside it could not be masked afterwards).
+pub fn normalize_message(message: &BackendMessage) -> String {
+    let edit = |fields: &ErrorFields| ErrorFields {
+        fields: fields
+            .fields
+            .iter()
+            .filter(|(code, _)| !SOURCE_LOCATION_FIELDS.contains(&char::from(*code)))
+            .map(|(code, value)| match value.as_str() {
+                Some(text) => (*code, PgString::from(ephemeral_ports(text))),
+                None => (*code, value.clone()),
+            })
+            .collect(),
+    };
+    match message {
+        BackendMessage::ErrorResponse(fields) => {
+            format!("B {}", BackendMessage::ErrorResponse(edit(fields)))
+        }
+        BackendMessage::NoticeResponse(fields) => {
+            format!("B {}", BackendMessage::NoticeResponse(edit(fields)))
+        }
+        other => normalize_line(&format!("B {other}")),
+    }
 }
 
 /// Rules on one line.
@@ -116,14 +145,26 @@ fn strip_field(text: &str, code: char) -> String {
     text.to_string()
 }
 
-/// Loopback port numbers in messages (the tunnel URL the proxy reports) are ephemeral, chosen
-/// by the kernel per run.
+/// Values chosen per run that messages may name: loopback port numbers (the tunnel URL the
+/// proxy reports; chosen by the kernel) and per-run directories under the system's temporary
+/// directory (the test PKI's CA file, which the proxy names when the tunnel certificate does
+/// not verify, lives in `elephant-pki-XXXXXX`).
 fn ephemeral_ports(text: &str) -> String {
     let mut out = text.to_string();
     for host in ["localhost:", "127.0.0.1:"] {
         out = replace_number_after(&out, host, "<port>");
     }
-    out
+    let marker = format!("{}/", std::env::temp_dir().display());
+    let mut masked = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(index) = rest.find(&marker) {
+        masked.push_str(&rest[..index]);
+        masked.push_str("<tmpdir>");
+        rest = rest[index + marker.len()..]
+            .trim_start_matches(|c: char| c != '/' && c != '"' && !c.is_whitespace());
+    }
+    masked.push_str(rest);
+    masked
 }
 
 fn replace_number_after(text: &str, marker: &str, replacement: &str) -> String {
@@ -170,6 +211,7 @@ mod tests {
             connection: "main".into(),
             startup,
             text: text.into(),
+            message: None,
         }
     }
 
@@ -190,6 +232,13 @@ mod tests {
                 "B RowDescription [\"a\" type=23 size=4 mod=-1 format=0 table=16390 column=1, \"b\" type=23 size=4 mod=-1 format=0 table=0 column=0]"
             ),
             "B RowDescription [\"a\" type=23 size=4 mod=-1 format=0 table=<oid> column=1, \"b\" type=23 size=4 mod=-1 format=0 table=0 column=0]"
+        );
+        assert_eq!(
+            ephemeral_ports(&format!(
+                "dial localhost:43121 with CA {}/elephant-pki-Ab12Cd/ca.pem",
+                std::env::temp_dir().display()
+            )),
+            "dial localhost:<port> with CA <tmpdir>/ca.pem"
         );
         let untouched = "B DataRow [\"pid=4242\", \"server_version\"]";
         assert_eq!(normalize_line(untouched), untouched);

@@ -58,6 +58,9 @@ pub struct Line {
     pub startup: bool,
     /// The rendering.
     pub text: String,
+    /// The backend message behind a `B` line (the normalizer edits some fields before
+    /// rendering, because long values are rendered only as a hash).
+    pub message: Option<BackendMessage>,
 }
 
 /// A transcript that could not be run to its end.
@@ -328,7 +331,24 @@ fn record(trace: &mut Vec<Line>, connection: &Connection, startup: bool, text: S
         connection: connection.name.clone(),
         startup,
         text,
+        message: None,
     });
+}
+
+fn record_message(
+    trace: &mut Vec<Line>,
+    connection: &Connection,
+    startup: bool,
+    message: &BackendMessage,
+) -> String {
+    let text = format!("B {message}");
+    trace.push(Line {
+        connection: connection.name.clone(),
+        startup,
+        text: text.clone(),
+        message: Some(message.clone()),
+    });
+    text
 }
 
 /// Opens a stream and starts its reader task.
@@ -436,7 +456,7 @@ async fn login_on(
             }
             Event::Broken(error) => return Err(format!("undecodable server bytes: {error}")),
         };
-        record(trace, connection, true, format!("B {message}"));
+        record_message(trace, connection, true, &message);
         match handshake.handle(message) {
             Ok(ClientStep::Send(reply)) => {
                 record(trace, connection, true, format!("F {reply}"));
@@ -497,16 +517,16 @@ async fn wait_for(
         let text = match event {
             Event::Message(message) => {
                 matched += usize::from(matches_wait(wait, &message));
-                format!("B {message}")
+                record_message(trace, connection, false, &message)
             }
             Event::Closed => {
                 connection.closed = true;
                 matched += usize::from(*wait == Wait::Closed);
+                record(trace, connection, false, "-- closed".to_string());
                 "-- closed".to_string()
             }
             Event::Broken(error) => return Err(format!("undecodable server bytes: {error}")),
         };
-        record(trace, connection, false, text.clone());
         received.push(text);
     }
     Ok(received)

@@ -562,7 +562,7 @@ fn unescape(text: &str) -> String {
 }
 
 fn hex_bytes(hex: &str) -> Result<Vec<u8>, String> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err(format!("odd number of hex digits in `{hex}`"));
     }
     (0..hex.len())

@@ -36,3 +36,17 @@ fn fake_postgres_direct_and_through_proxy() {
 async fn access_matrix_and_tunnel_failures() {
     conformance::access::run_access_arm().await;
 }
+
+/// Postgres in a container (the image users pull elsewhere, or the one `just images` builds);
+/// skips loudly when Docker is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_postgres() {
+    conformance::container::run_container_arm(false).await;
+}
+
+/// The proxy in front of Postgres in a container (its own container: transcripts create
+/// tables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_postgres_through_proxy() {
+    conformance::container::run_container_arm(true).await;
+}
