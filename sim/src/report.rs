@@ -173,6 +173,15 @@ pub fn summary(
     );
     row(
         &mut out,
+        "Simulated : wall",
+        format!(
+            "{:.0} : 1 (on {} thread(s))",
+            totals.sim_time.as_secs_f64() / wall.as_secs_f64().max(1e-9),
+            std::thread::available_parallelism().map_or(1, usize::from)
+        ),
+    );
+    row(
+        &mut out,
         "Seeds per second",
         format!("{:.1}", totals.seeds as f64 / wall.as_secs_f64().max(1e-9)),
     );

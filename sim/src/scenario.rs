@@ -143,6 +143,19 @@ impl Scenario {
         }
     }
 
+    /// The benchmark: the standard faulted scenario with 10 clients and about 60
+    /// simulated seconds per seed (`sim run --scenario bench`).
+    pub fn bench() -> Self {
+        Scenario {
+            name: "bench",
+            description: "the benchmark: the standard scenario with 10 clients and a 50 s workload (about 60 simulated seconds per seed)",
+            clients: 10,
+            workload: Duration::from_secs(50),
+            network_faults: (4, 12),
+            ..Scenario::standard()
+        }
+    }
+
     /// Every host of the world (clients, proxy, edge when tunnelled, origin).
     pub fn hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = (0..self.clients).map(crate::world::client_host).collect();
@@ -181,6 +194,7 @@ impl Scenario {
             Scenario::pool_pressure(),
             Scenario::network_only(),
             Scenario::tunnel(),
+            Scenario::bench(),
             Scenario::quick(),
         ]
     }
