@@ -260,6 +260,19 @@ fn scripts() -> Vec<(&'static str, Vec<Vec<FrontendMessage>>)> {
             ],
         ),
         (
+            "the reference proxy's settings protocol (set_config, pg_settings read-back)",
+            vec![
+                vec![query(
+                    "SELECT pg_catalog.set_config('application_name', 'x1', false), \
+                     pg_catalog.set_config('statement_timeout', '1234ms', false)",
+                )],
+                vec![query(reference_proxy::session::SETTINGS_SNAPSHOT_QUERY)],
+                vec![query("SHOW statement_timeout")],
+                vec![query("RESET ALL")],
+                vec![query(reference_proxy::session::SETTINGS_SNAPSHOT_QUERY)],
+            ],
+        ),
+        (
             "statement timeout and transaction status",
             vec![
                 vec![query("SET statement_timeout = 50")],
