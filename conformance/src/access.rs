@@ -24,7 +24,7 @@ use tunnel_edge::{Edge, ServiceToken, TokenSet};
 /// A second token, for rotation and revocation.
 const NEW_TOKEN_ID: &str = "rotated.access";
 /// Its secret.
-const NEW_TOKEN_SECRET: &str = "rotated-tunnel-secret";
+pub const NEW_TOKEN_SECRET: &str = "rotated-tunnel-secret";
 
 /// What keeps one scenario's edge and proxy alive, and how to reach the proxy.
 struct Built {

@@ -38,6 +38,18 @@ pub fn read_snapshot(name: &str) -> Option<String> {
     Some(body.to_string())
 }
 
+/// Every password and token secret the arms use: none may ever appear in a trace (the trace
+/// format renders passwords, SASL payloads and cancel keys only by length).
+fn secrets() -> Vec<&'static str> {
+    let mut secrets: Vec<&'static str> = fixtures::Role::ALL
+        .iter()
+        .map(|role| role.password())
+        .filter(|password| !password.is_empty())
+        .collect();
+    secrets.extend([crate::real::TOKEN_SECRET, crate::access::NEW_TOKEN_SECRET]);
+    secrets
+}
+
 /// Collects the failures of one arm.
 pub struct Checker {
     arm: String,
@@ -60,7 +72,18 @@ impl Checker {
     pub fn check(&mut self, snapshot: &str, result: Result<Vec<Line>, RunFailure>) -> bool {
         self.checked += 1;
         match result {
-            Ok(lines) => self.compare(snapshot, &crate::normalize::normalize(&lines)),
+            Ok(lines) => {
+                let trace = crate::normalize::normalize(&lines);
+                if let Some(secret) = secrets().into_iter().find(|s| trace.contains(s)) {
+                    self.failures.push(format!(
+                        "[{}] {snapshot}: a secret ({} characters) appears in the trace",
+                        self.arm,
+                        secret.len()
+                    ));
+                    return false;
+                }
+                self.compare(snapshot, &trace)
+            }
             Err(failure) => {
                 self.fail_run(snapshot, failure);
                 false
