@@ -43,8 +43,9 @@
 //! (`just sim-replay SEED`) gets the same task ids every time and reproduces exactly (checked
 //! on seed 2 of the standard scenario, which diverges in-process); `sim run` reruns a failing
 //! seed in-process and says whether it reproduced. Consequence: a failure that `sim run` found
-//! in a seed with a proxy crash, on more than one thread, may not replay (its task ids
-//! depended on the other thread); `--threads 1` makes such a run replayable. `--cfg tokio_unstable` seeds tokio's RNG
+//! in a seed with a proxy crash may not replay, because its task ids depended on the seeds
+//! run before it and beside it; what replays exactly is the seed run alone in a fresh process
+//! (`just sim-replay SEED`, or `sim run --start-seed SEED --seeds 1`). `--cfg tokio_unstable` seeds tokio's RNG
 //! but not task ids, so it should not remove this. The fix belongs in the proxy: `serve`
 //! holding its sessions in a `FuturesUnordered` (as the fake origin and the sim's edge loop
 //! do) instead of spawning them would make the drop order the accept order.
