@@ -18,8 +18,12 @@ use crate::tunnel::{TunnelDialer, TunnelError, TunnelSettings};
 use elephant_auth::{AuthMethod, StoredPassword};
 use elephant_protocol::DecoderLimits;
 use elephant_protocol::startup::ClientHandshakeConfig;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -161,18 +165,93 @@ pub fn build_context(
     }))
 }
 
+/// Where client sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionExecution {
+    /// One tokio task per client (the binary): sessions use every worker thread.
+    #[default]
+    Spawned,
+    /// Polled inside [`serve`]'s own future. For a single-threaded runtime that must replay
+    /// exactly (the simulator): when a runtime is dropped (a simulated host crash), tokio drops
+    /// spawned tasks in an order derived from process-wide task ids, so the sessions' closes
+    /// would go out in an order that depends on what else ran in the process. The session
+    /// code is the same either way.
+    InPlace,
+}
+
+/// The running client sessions, spawned or in place.
+enum Sessions {
+    Spawned(JoinSet<()>),
+    InPlace(FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>),
+}
+
+impl Sessions {
+    fn new(execution: SessionExecution) -> Self {
+        match execution {
+            SessionExecution::Spawned => Sessions::Spawned(JoinSet::new()),
+            SessionExecution::InPlace => Sessions::InPlace(FuturesUnordered::new()),
+        }
+    }
+
+    fn start(&mut self, session: impl Future<Output = ()> + Send + 'static) {
+        match self {
+            Sessions::Spawned(tasks) => {
+                tasks.spawn(session);
+            }
+            Sessions::InPlace(futures) => futures.push(Box::pin(session)),
+        }
+    }
+
+    /// Waits for one session to end; `None` when there are none.
+    async fn next(&mut self) -> Option<()> {
+        match self {
+            Sessions::Spawned(tasks) => tasks.join_next().await.map(|_| ()),
+            Sessions::InPlace(futures) => futures.next().await,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Sessions::Spawned(tasks) => tasks.len(),
+            Sessions::InPlace(futures) => futures.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops every session (their connections close as they are dropped).
+    fn abort_all(&mut self) {
+        match self {
+            Sessions::Spawned(tasks) => tasks.abort_all(),
+            Sessions::InPlace(futures) => futures.clear(),
+        }
+    }
+}
+
 /// Accepts clients until `shutdown` turns true, then waits up to `grace` for their running
 /// transactions (sessions close themselves once idle), then drops the rest.
-pub async fn serve(ctx: Arc<ProxyContext>, mut listener: impl Listener, grace: Duration) {
+pub async fn serve(ctx: Arc<ProxyContext>, listener: impl Listener, grace: Duration) {
+    serve_with(ctx, listener, grace, SessionExecution::Spawned).await;
+}
+
+/// [`serve`], with the sessions run as `execution` says.
+pub async fn serve_with(
+    ctx: Arc<ProxyContext>,
+    mut listener: impl Listener,
+    grace: Duration,
+    execution: SessionExecution,
+) {
     let mut shutdown = ctx.shutdown.clone();
-    let mut sessions = JoinSet::new();
+    let mut sessions = Sessions::new(execution);
     loop {
         tokio::select! {
             // Fixed polling order: no draw from tokio's RNG, so a seeded simulation replays.
             biased;
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    sessions.spawn(serve_client(ctx.clone(), stream, peer));
+                    sessions.start(serve_client(ctx.clone(), stream, peer));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -184,7 +263,7 @@ pub async fn serve(ctx: Arc<ProxyContext>, mut listener: impl Listener, grace: D
                     break;
                 }
             }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            Some(()) = sessions.next(), if !sessions.is_empty() => {}
         }
     }
     drop(listener);
@@ -193,10 +272,8 @@ pub async fn serve(ctx: Arc<ProxyContext>, mut listener: impl Listener, grace: D
         grace_seconds = grace.as_secs(),
         "shutting down: waiting for transactions to finish"
     );
-    let drained = tokio::time::timeout(grace, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while sessions.next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             sessions = sessions.len(),
@@ -204,7 +281,7 @@ pub async fn serve(ctx: Arc<ProxyContext>, mut listener: impl Listener, grace: D
         );
         sessions.abort_all();
         let _ = tokio::time::timeout(FORCED_EXIT_DELAY, async {
-            while sessions.join_next().await.is_some() {}
+            while sessions.next().await.is_some() {}
         })
         .await;
     }

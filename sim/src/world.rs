@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use reference_proxy::config::ProxyConfig;
 use reference_proxy::metrics::Metrics;
-use reference_proxy::server::{build_context, serve};
+use reference_proxy::server::{SessionExecution, build_context, serve_with};
 use reference_proxy::stream::Dialer;
 use reference_proxy::tunnel::{AccessToken, TunnelDialer, TunnelSettings, TunnelTls, TunnelUrl};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -507,7 +507,8 @@ pub fn add_proxy(
             let rng = Box::new(ChaCha20Rng::seed_from_u64(rng_seed));
             let ctx = build_context(&config, dialer, rng, metrics, shutdown)?;
             let listener = TurmoilListener::bind(PROXY_PORT).await?;
-            serve(ctx, listener, SHUTDOWN_GRACE).await;
+            // In place, not spawned: a host crash then drops the sessions in accept order.
+            serve_with(ctx, listener, SHUTDOWN_GRACE, SessionExecution::InPlace).await;
             drop(stop);
             Ok(())
         }
