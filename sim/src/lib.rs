@@ -29,26 +29,17 @@
 //! order); the edge's kill switch is a `Notify`, not a `watch` (a watch parks each waiter on
 //! one of 8 lists picked by tokio's thread RNG, which made the order killed tunnels close vary).
 //!
-//! What remains, found by bisecting the fault kinds of diverging seeds: **a proxy crash**.
-//! In 60 seeds of the standard scenario, 16 diverged and all 16 had a proxy crash (16 of 16
-//! seeds with one); in 60 tunnel seeds after the fixes above, 9 diverged, all with a proxy
-//! crash (9 of 9); no seed without a proxy crash diverged. The mechanism: turmoil crashes a
-//! host by dropping its tokio runtime; a current-thread runtime keeps its tasks in 4 lists
-//! sharded by task id (`OwnedTasks::new(1)` → `1.next_power_of_two() * 4`), and task ids come
-//! from a process-wide counter, so the proxy's session tasks (spawned by
-//! `reference_proxy::server::serve`) are dropped in an order that depends on what else ran in
-//! the process — a previous seed, or seeds on other worker threads. Each dropped socket sends
-//! its close through turmoil, which draws that message's latency from its seeded RNG in send
-//! order, so everything after differs. A seed replayed alone in a fresh process
-//! (`just sim-replay SEED`) gets the same task ids every time and reproduces exactly (checked
-//! on seed 2 of the standard scenario, which diverges in-process); `sim run` reruns a failing
-//! seed in-process and says whether it reproduced. Consequence: a failure that `sim run` found
-//! in a seed with a proxy crash may not replay, because its task ids depended on the seeds
-//! run before it and beside it; what replays exactly is the seed run alone in a fresh process
-//! (`just sim-replay SEED`, or `sim run --start-seed SEED --seeds 1`). `--cfg tokio_unstable` seeds tokio's RNG
-//! but not task ids, so it should not remove this. The fix belongs in the proxy: `serve`
-//! holding its sessions in a `FuturesUnordered` (as the fake origin and the sim's edge loop
-//! do) instead of spawning them would make the drop order the accept order.
+//! The last divergence was **a proxy crash**: turmoil crashes a host by dropping its tokio
+//! runtime, and a current-thread runtime drops its tasks in an order sharded by task id —
+//! ids come from a process-wide counter — so the proxy's spawned session tasks closed their
+//! sockets in an order that depended on what else had run in the process (before the fix, 16
+//! of 60 standard seeds diverged in-process, exactly the 16 with a proxy crash). The proxy now
+//! runs its sessions in place in the simulator
+//! (`reference_proxy::server::SessionExecution::InPlace`: the same session code, polled in
+//! `serve`'s own future instead of spawned), so a crash drops them in accept order. Measured
+//! after the fix: `sim run --seeds 60 --check-determinism` → 60/60 seeds replayed to the same
+//! trace (16 with a proxy crash), `--scenario tunnel --seeds 40` → 40/40 (7 with a proxy
+//! crash), without `--cfg tokio_unstable`.
 //!
 //! The trace holds protocol-level facts only (calls, outcomes, rows, SQLSTATEs, simulated
 //! times; never SASL payloads, cancel secrets or tokio-postgres's process-wide statement

@@ -188,11 +188,8 @@ pub fn summary(
     row(
         &mut out,
         "Determinism",
-        if tokio_rng_seeded() {
-            "exact (built with --cfg tokio_unstable)".to_string()
-        } else {
-            "seeded network, proxy, edge, origin and clients; seeds with a proxy crash replay exactly only alone in a fresh process (`just sim-replay`; see the sim crate docs)".to_string()
-        },
+        "seeded network, proxy, edge, origin and clients; measured exact (sim run --check-determinism)"
+            .to_string(),
     );
     out
 }

@@ -1,7 +1,5 @@
-//! Same seed, same trace, in one process. Without faults this holds always; with faults it
-//! holds for every seed whose plan crashes no proxy (a proxy crash drops the proxy's tasks in
-//! an order set by process-wide task ids; see the sim crate docs), and for those the fault
-//! plan and everything before the first fault must still be identical.
+//! Same seed, same trace, in one process, with and without faults — proxy crashes
+//! included (the proxy runs its sessions in place in the simulator; see the sim crate docs).
 
 use sim::faults::Fault;
 use sim::runner::{SeedReport, run_seed};
@@ -46,13 +44,11 @@ fn same_seed_same_faults() {
             before_first_fault(&b),
             "seed {seed}"
         );
-        if !crashes_proxy(&a) {
-            assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
-        }
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed}");
     }
 }
 
-/// A proxy crash is the one known source of in-process divergence (see the sim crate docs).
+/// A proxy crash was the last source of in-process divergence (see the sim crate docs).
 fn crashes_proxy(report: &SeedReport) -> bool {
     report
         .plan
@@ -63,7 +59,7 @@ fn crashes_proxy(report: &SeedReport) -> bool {
 
 /// Goal: the tunnel edge adds no nondeterminism (its kill switch and pipe selects once drew
 /// from tokio's unseeded RNG). Method: tunnel seeds whose plans kill tunnels or revoke the
-/// token, and crash no proxy, run twice in this process must give identical traces.
+/// token, run twice in this process must give identical traces.
 #[test]
 fn tunnel_seeds_replay_exactly() {
     let scenario = Scenario::tunnel();
@@ -76,7 +72,7 @@ fn tunnel_seeds_replay_exactly() {
                 Fault::KillTunnels | Fault::RevokeToken { .. } | Fault::CrashEdge { .. }
             )
         });
-        if crashes_proxy(&a) || !edge_faults {
+        if !edge_faults {
             continue;
         }
         let b = run_seed(seed, &scenario, true, false);
@@ -95,4 +91,26 @@ fn different_seeds_differ() {
     let a = run_seed(1, &scenario, false, false);
     let b = run_seed(2, &scenario, false, false);
     assert_ne!(a.trace_hash, b.trace_hash);
+}
+
+/// Goal: a proxy crash replays exactly (its sessions used to be dropped in an order set by
+/// process-wide task ids). Method: standard seeds whose plans crash the proxy, run twice in
+/// this process, must give identical traces.
+#[test]
+fn proxy_crash_seeds_replay_exactly() {
+    let scenario = Scenario::quick();
+    let mut compared = 0;
+    for seed in 1..=60 {
+        let a = run_seed(seed, &scenario, true, false);
+        if !crashes_proxy(&a) {
+            continue;
+        }
+        let b = run_seed(seed, &scenario, true, false);
+        assert_eq!(a.trace_hash, b.trace_hash, "proxy-crash seed {seed}");
+        compared += 1;
+        if compared == 4 {
+            break;
+        }
+    }
+    assert!(compared >= 2, "only {compared} proxy-crash seeds compared");
 }
