@@ -73,13 +73,12 @@ pub fn origin_login(config: &ProxyConfig) -> Result<OriginLogin, TlsError> {
         // Postgres enforces the statement limit itself (SQLSTATE 57014); RESET ALL returns to it.
         options.push_str(&format!(" -c statement_timeout={}", timeout.as_millis()));
     }
-    let mut parameters = vec![(
-        "application_name".to_string(),
-        origin
-            .application_name
-            .clone()
-            .unwrap_or_else(|| "reference-proxy".to_string()),
-    )];
+    // No application_name of the proxy's own unless the origin URL names one: a client that
+    // sends none must see what Postgres shows it (empty), also after `RESET`.
+    let mut parameters = Vec::new();
+    if let Some(name) = &origin.application_name {
+        parameters.push(("application_name".to_string(), name.clone()));
+    }
     if !options.trim().is_empty() {
         parameters.push(("options".to_string(), options.trim().to_string()));
     }

@@ -348,6 +348,7 @@ async fn session_parameters(
         fields
             .fields
             .retain(|(code, _)| *code != b'S' && *code != b'V');
+        fields.fields.insert(0, (b'V', PgString::from("FATAL")));
         fields.fields.insert(0, (b'S', PgString::from("FATAL")));
         fields
     })?;
