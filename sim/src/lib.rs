@@ -12,7 +12,8 @@
 //! - [`net`]: turmoil `Dialer` / `Listener` for the proxy, and the origin-session count;
 //! - [`scenario`]: world shapes; [`faults`]: the seed's fault plan; [`world`]: the hosts;
 //! - [`workload`]: the clients (tokio-postgres, and [`raw`] for what tokio-postgres never
-//!   sends); [`trace`]: what they saw; [`invariants`]: the checks;
+//!   sends), including [`workload::scripted`]: scripted sessions from `testdata/sim/sessions/`
+//!   (`sim run --scenario scripted`); [`trace`]: what they saw; [`invariants`]: the checks;
 //! - [`runner`]: one seed or many; [`report`]: the summary table and failure files;
 //! - [`shrink`]: a failing fault plan reduced to a minimal one, and the reproducer line of
 //!   `testdata/sim/regression-seeds.txt`.

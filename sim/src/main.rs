@@ -32,7 +32,7 @@ const MAX_SHRINKS: usize = 3;
 #[command(
     name = "sim",
     about = "Deterministic simulation of the reference proxy against a fake Postgres on a hostile network",
-    after_help = "Scenarios: standard (default), pool-pressure, network, quick. `sim scenarios` describes them."
+    after_help = "Scenarios: standard (default), pool-pressure, network, tunnel, bench, quick, scripted. `sim scenarios` describes them."
 )]
 struct Cli {
     #[command(subcommand)]

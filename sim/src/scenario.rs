@@ -6,6 +6,7 @@
 //! the simulator can run hundreds of seeds a minute.
 
 use crate::fake_pg::FakeAuth;
+use crate::workload::scripted::{self, Script};
 use std::time::Duration;
 
 /// A world's shape.
@@ -65,6 +66,10 @@ pub struct Scenario {
     pub tunnel: bool,
     /// One-way partitions between any two hosts may be drawn (lossy faults must be on).
     pub one_way_partitions: bool,
+    /// Scripted sessions ([`crate::workload::scripted`]): one more client per script, after
+    /// the generated ones; empty for every scenario but `scripted`. An error (a script that
+    /// does not parse) makes building the world fail.
+    pub scripts: Result<Vec<Script>, String>,
 }
 
 /// Recovery may take this long beyond the client idle timeout.
@@ -102,6 +107,7 @@ impl Scenario {
             known_bugs: true,
             tunnel: false,
             one_way_partitions: false,
+            scripts: Ok(Vec::new()),
         }
     }
 
@@ -156,9 +162,29 @@ impl Scenario {
         }
     }
 
+    /// The standard faults with 3 generated clients and one scripted client per script of
+    /// `testdata/sim/sessions/` (`sim run --scenario scripted`).
+    pub fn scripted() -> Self {
+        Scenario {
+            name: "scripted",
+            description: "the standard faults with 3 generated clients plus one client per script of testdata/sim/sessions/, each run over and over and checked statement by statement",
+            clients: 3,
+            workload: Duration::from_secs(8),
+            scripts: scripted::load_default(),
+            ..Scenario::standard()
+        }
+    }
+
+    /// Scripted clients (0 when the scripts did not load).
+    pub fn script_clients(&self) -> usize {
+        self.scripts.as_ref().map_or(0, Vec::len)
+    }
+
     /// Every host of the world (clients, proxy, edge when tunnelled, origin).
     pub fn hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = (0..self.clients).map(crate::world::client_host).collect();
+        let mut hosts: Vec<String> = (0..self.clients + self.script_clients())
+            .map(crate::world::client_host)
+            .collect();
         hosts.push(crate::faults::PROXY_HOST.into());
         if self.tunnel {
             hosts.push(crate::faults::EDGE_HOST.into());
@@ -196,6 +222,7 @@ impl Scenario {
             Scenario::tunnel(),
             Scenario::bench(),
             Scenario::quick(),
+            Scenario::scripted(),
         ]
     }
 

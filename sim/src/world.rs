@@ -201,6 +201,12 @@ impl World {
             let spec = client_spec(seed, scenario, index, faults);
             sim.client(client_host(index), workload::run(spec, log.clone()));
         }
+        let scripts = scenario.scripts.as_ref().map_err(|e| e.clone())?;
+        for (offset, script) in scripts.iter().enumerate() {
+            let spec = script_spec(scenario, scenario.clients + offset, script);
+            let host = client_host(spec.index);
+            sim.client(host, workload::scripted::run(spec, log.clone()));
+        }
         sim.client(
             workload::PROBE_HOST,
             workload::probe(probe_spec(scenario, &plan), log.clone()),
@@ -535,6 +541,23 @@ fn client_spec(seed: u64, scenario: &Scenario, index: usize, faults: bool) -> Cl
         } else {
             0.0
         },
+    }
+}
+
+fn script_spec(
+    scenario: &Scenario,
+    index: usize,
+    script: &workload::scripted::Script,
+) -> workload::scripted::ScriptSpec {
+    workload::scripted::ScriptSpec {
+        index,
+        script: script.clone(),
+        proxy_host: PROXY_HOST.into(),
+        user: USER.into(),
+        password: PASSWORD.into(),
+        database: DATABASE.into(),
+        until: scenario.workload,
+        call_timeout: scenario.call_timeout,
     }
 }
 

@@ -21,6 +21,7 @@ use tokio_postgres::{NoTls, SimpleQueryMessage, Statement};
 
 mod probe;
 mod raw_ops;
+pub mod scripted;
 
 pub use probe::{PROBE_HOST, PROBE_RETRY, ProbeSpec, probe};
 
@@ -259,7 +260,7 @@ struct Client {
 }
 
 /// Turns a tokio-postgres error into what the trace records.
-fn classify(error: &tokio_postgres::Error) -> Outcome {
+pub(crate) fn classify(error: &tokio_postgres::Error) -> Outcome {
     if let Some(db) = error.as_db_error() {
         return Outcome::Db {
             code: db.code().code().to_string(),
