@@ -99,7 +99,7 @@ enum Command {
         /// Run only these faults of the seed's plan: positions, comma-separated, or `none`
         /// (what a shrunk reproducer prints).
         #[arg(long, value_name = "I,J,...", value_parser = parse_keep)]
-        keep_faults: Option<Vec<usize>>,
+        keep_faults: Option<KeepFaults>,
         /// Plant a known pooler bug in the proxy (repeatable; needs `--features buggify`).
         #[arg(long, value_name = "BUG", value_parser = parse_bug)]
         buggify: Vec<Bug>,
@@ -149,7 +149,7 @@ fn main() -> ExitCode {
                     faults: faults == OnOff::On,
                     keep_trace: true,
                     wire,
-                    keep_faults,
+                    keep_faults: keep_faults.map(|keep| keep.0),
                     print_logs: proxy_log,
                 };
                 replay(&scenario, seed, options)
@@ -200,8 +200,14 @@ fn parse_bug(name: &str) -> Result<Bug, String> {
     })
 }
 
-fn parse_keep(text: &str) -> Result<Vec<usize>, String> {
+/// `--keep-faults`: one value holding the list (clap would read `Option<Vec<_>>` as a
+/// repeated flag of single positions).
+#[derive(Debug, Clone)]
+struct KeepFaults(Vec<usize>);
+
+fn parse_keep(text: &str) -> Result<KeepFaults, String> {
     shrink::parse_keep(text)
+        .map(KeepFaults)
         .ok_or_else(|| format!("{text:?}: expected fault positions such as 0,2, or none"))
 }
 
