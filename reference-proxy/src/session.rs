@@ -307,11 +307,6 @@ impl Session {
         self.pinned
     }
 
-    /// The client's settings as the proxy applies them on each connection it lends.
-    pub fn settings(&self) -> &[(String, String)] {
-        &self.settings
-    }
-
     /// True when the finished transaction may have changed settings, which must be read back
     /// ([`Session::request_settings_snapshot`]) before the connection is released.
     pub fn wants_settings_snapshot(&self) -> bool {
@@ -350,6 +345,11 @@ impl Session {
     ) -> Result<(), SessionError> {
         let simple = matches!(message, FrontendMessage::Query(_));
         if connection.is_none() {
+            // Postgres drops the unnamed statement for any simple query and any unnamed Parse,
+            // even one that fails.
+            if simple || matches!(message, FrontendMessage::Parse(p) if p.name.is_empty()) {
+                self.statements.unnamed_destroyed();
+            }
             BackendMessage::ErrorResponse(fields).encode(&mut out.to_client)?;
             if simple {
                 self.push(
