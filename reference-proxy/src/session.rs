@@ -25,7 +25,7 @@ use elephant_protocol::backend::field;
 use elephant_protocol::{
     BackendMessage, Bind, ErrorFields, FrontendMessage, Parse, PgString, Target, TransactionStatus,
 };
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Statements that undo what a session may have changed on a connection, except protocol-level
@@ -226,6 +226,9 @@ pub struct Session {
     /// A statement of the current lend may have changed a setting: read them back before the
     /// connection goes back to the pool.
     settings_may_have_changed: bool,
+    /// Custom (`prefix.name`) settings the client set or reset: `pg_settings` does not list
+    /// them, so the read-back asks for each by name.
+    custom_settings: BTreeSet<String>,
     /// The client keeps its origin connection until it disconnects (session pool mode, or a
     /// session feature under the `pin` policy).
     pinned: bool,
@@ -252,6 +255,11 @@ impl Session {
             batch_open: false,
             copy_in: false,
             startup_settings: settings.clone(),
+            custom_settings: settings
+                .iter()
+                .filter(|(name, _)| name.contains('.'))
+                .map(|(name, _)| name.to_ascii_lowercase())
+                .collect(),
             settings,
             settings_may_have_changed: false,
             pinned: false,
@@ -317,8 +325,12 @@ impl Session {
     /// ([`Disposition::CaptureSettings`]).
     pub fn request_settings_snapshot(&mut self, out: &mut Outbox) -> Result<(), SessionError> {
         self.settings_may_have_changed = false;
-        FrontendMessage::Query(PgString::from(SETTINGS_SNAPSHOT_QUERY))
-            .encode(&mut out.to_origin)?;
+        // A simple query destroys the origin's unnamed statement.
+        self.statements.unnamed_invalidated();
+        FrontendMessage::Query(PgString::from(settings_snapshot_query(
+            &self.custom_settings,
+        )))
+        .encode(&mut out.to_origin)?;
         self.push(
             Expect::SimpleQuery,
             Disposition::CaptureSettings(Vec::new()),
@@ -361,7 +373,13 @@ impl Session {
             }
             return self.emit_synthetic(out);
         }
-        self.statements.unnamed_destroyed();
+        // The substitute below destroys the origin's unnamed statement; the client's own
+        // unnamed statement is gone only if it sent a simple query or an unnamed Parse.
+        if simple || matches!(message, FrontendMessage::Parse(p) if p.name.is_empty()) {
+            self.statements.unnamed_destroyed();
+        } else {
+            self.statements.unnamed_invalidated();
+        }
         if simple {
             FrontendMessage::Query(PgString::from(REFUSED_STATEMENT)).encode(&mut out.to_origin)?;
             self.push(Expect::SimpleQuery, Disposition::ReplaceError(fields));
@@ -717,6 +735,8 @@ impl Session {
         self.queries += 1;
         self.dirty |= may_change_session_state(&sql);
         self.settings_may_have_changed |= crate::sql::may_change_settings(sql.as_bytes());
+        self.custom_settings
+            .extend(crate::sql::custom_setting_names(sql.as_bytes()));
         // A simple query destroys the unnamed statement on the connection it runs on.
         self.statements.unnamed_destroyed();
         FrontendMessage::Query(sql).encode(&mut out.to_origin)?;
@@ -864,6 +884,10 @@ impl Session {
         if let Some(definition) = self.statements.definition(&bind.statement) {
             self.dirty |= definition.may_change_session;
             self.settings_may_have_changed |= definition.may_change_settings;
+            if definition.may_change_settings {
+                let names = crate::sql::custom_setting_names(definition.query.as_bytes());
+                self.custom_settings.extend(names);
+            }
         }
         let renames = self.use_statement(&bind.statement, connection, out)?;
         let statement = renames
@@ -978,6 +1002,11 @@ impl Session {
             return;
         };
         if let [Some(name), Some(value)] = row.values() {
+            // Per-transaction settings (`SET TRANSACTION ...` leaves them `session`-sourced)
+            // must not be replayed: they cannot be set once a transaction has a snapshot.
+            if name.starts_with(b"transaction_") {
+                return;
+            }
             settings.push((
                 String::from_utf8_lossy(name).into_owned(),
                 String::from_utf8_lossy(value).into_owned(),
@@ -1150,6 +1179,21 @@ pub fn may_change_session_state(sql: &PgString) -> bool {
             | "TABLE"
     );
     !harmless || lower.contains(" into ") && first_word == "SELECT"
+}
+
+/// [`SETTINGS_SNAPSHOT_QUERY`], plus each custom setting in `custom` that exists on the
+/// connection (Postgres hides custom settings no extension defines from `pg_settings`).
+fn settings_snapshot_query(custom: &BTreeSet<String>) -> String {
+    if custom.is_empty() {
+        return SETTINGS_SNAPSHOT_QUERY.to_string();
+    }
+    let names: Vec<String> = custom.iter().map(|name| quote_literal(name)).collect();
+    let base = SETTINGS_SNAPSHOT_QUERY.trim_end_matches(" ORDER BY 1");
+    format!(
+        "{base} UNION SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[{}]::text[]) AS n \
+         WHERE pg_catalog.current_setting(n, true) IS NOT NULL ORDER BY 1",
+        names.join(", ")
+    )
 }
 
 /// `SELECT set_config(...)` applying `settings` for the session, or nothing when there are

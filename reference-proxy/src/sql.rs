@@ -80,8 +80,10 @@ impl SessionFeature {
 enum Token {
     /// An unquoted identifier or keyword, upper-cased.
     Word(String),
-    /// A quoted identifier, string or dollar-quoted body: never a keyword.
+    /// A quoted identifier, `E''` string or dollar-quoted body: never a keyword.
     Quoted,
+    /// A plain single-quoted string, its quotes removed: never a keyword.
+    Literal(String),
     /// Any other character (`(`, `,`, `.`, `=` ...).
     Symbol(u8),
 }
@@ -123,7 +125,7 @@ impl Lexer<'_> {
                 b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.at += 1,
                 b'-' if self.peek(1) == Some(b'-') => self.skip_line_comment(),
                 b'/' if self.peek(1) == Some(b'*') => self.skip_block_comment(),
-                b'\'' => return Some(self.quoted(b'\'', false)),
+                b'\'' => return Some(self.string_literal()),
                 b'"' => return Some(self.quoted(b'"', false)),
                 b'E' | b'e' if self.peek(1) == Some(b'\'') => {
                     self.at += 1;
@@ -165,6 +167,18 @@ impl Lexer<'_> {
                 }
                 _ => self.at += 1,
             }
+        }
+    }
+
+    /// A plain `'...'` string: its text is kept (custom setting names in `set_config`).
+    fn string_literal(&mut self) -> Token {
+        let start = self.at + 1;
+        let token = self.quoted(b'\'', false);
+        let end = self.at.saturating_sub(1).max(start);
+        let text = String::from_utf8_lossy(&self.sql[start..end.min(self.sql.len())]);
+        match token {
+            Token::Quoted => Token::Literal(text.replace("''", "'")),
+            other => other,
         }
     }
 
@@ -284,7 +298,11 @@ fn statement_feature(statement: &[Token]) -> Option<SessionFeature> {
         "DECLARE" if declares_hold_cursor(&words) => Some(SessionFeature::HoldCursors),
         "CREATE" if creates_temp_object(&words) => Some(SessionFeature::TempTables),
         "SELECT" | "WITH" if selects_into_temp(&words) => Some(SessionFeature::TempTables),
-        "SET" if words.get(1..3) == Some(&["SESSION", "AUTHORIZATION"]) => {
+        // `... DEFAULT` returns to the login user: nothing is left behind.
+        "SET"
+            if words.get(1..3) == Some(&["SESSION", "AUTHORIZATION"])
+                && words.get(3) != Some(&"DEFAULT") =>
+        {
             Some(SessionFeature::SessionAuthorization)
         }
         _ => None,
@@ -300,11 +318,19 @@ fn declares_hold_cursor(words: &[&str]) -> bool {
 /// `CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} [UNLOGGED] {TABLE | VIEW |
 /// SEQUENCE | RECURSIVE VIEW} ...`, unless the table is `ON COMMIT DROP`.
 fn creates_temp_object(words: &[&str]) -> bool {
-    let object = words
-        .iter()
-        .position(|w| matches!(*w, "TABLE" | "VIEW" | "SEQUENCE" | "RECURSIVE"));
+    let object = words.iter().position(|w| {
+        matches!(
+            *w,
+            "TABLE" | "VIEW" | "SEQUENCE" | "RECURSIVE" | "FUNCTION" | "PROCEDURE"
+        )
+    });
     let head = &words[..object.unwrap_or(0)];
-    let temporary = head.iter().any(|w| matches!(*w, "TEMP" | "TEMPORARY"));
+    // `CREATE TABLE pg_temp.t`: a temporary object named through the temp schema.
+    let in_temp_schema = object.is_some_and(|at| {
+        words.get(at + 1) == Some(&"PG_TEMP")
+            || words.get(at + 1..at + 3) == Some(&["VIEW", "PG_TEMP"])
+    });
+    let temporary = in_temp_schema || head.iter().any(|w| matches!(*w, "TEMP" | "TEMPORARY"));
     let dropped_at_commit = words
         .windows(3)
         .any(|three| three == ["ON", "COMMIT", "DROP"]);
@@ -336,6 +362,43 @@ pub fn may_change_settings(sql: &[u8]) -> bool {
                 _ => false,
             }
     })
+}
+
+/// Names of custom (dotted, `prefix.name`) settings that `sql` sets or resets: `SET [SESSION]
+/// a.b ...`, `RESET a.b`, `set_config('a.b', ...)`. Postgres hides custom settings that no
+/// extension defines from `pg_settings`, so the session asks for these by name when it reads
+/// a client's settings back. Names are lower-cased, as Postgres folds them.
+pub fn custom_setting_names(sql: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    for statement in statements(sql) {
+        if matches!(first_word(&statement), Some("SET" | "RESET")) {
+            let at = if matches!(statement.get(1), Some(Token::Word(w)) if w == "SESSION") {
+                2
+            } else {
+                1
+            };
+            if let (Some(Token::Word(prefix)), Some(Token::Symbol(b'.')), Some(Token::Word(name))) = (
+                statement.get(at),
+                statement.get(at + 1),
+                statement.get(at + 2),
+            ) {
+                names.push(format!("{prefix}.{name}").to_ascii_lowercase());
+            }
+        }
+        for window in statement.windows(3) {
+            if let [
+                Token::Word(function),
+                Token::Symbol(b'('),
+                Token::Literal(name),
+            ] = window
+                && function == "SET_CONFIG"
+                && name.contains('.')
+            {
+                names.push(name.to_ascii_lowercase());
+            }
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -375,6 +438,13 @@ mod tests {
             ("DECLARE c NO SCROLL CURSOR WITHOUT HOLD FOR SELECT 1", None),
             ("DECLARE c CURSOR FOR SELECT 'WITH HOLD'", None),
             ("SET SESSION AUTHORIZATION bob", Some(SessionAuthorization)),
+            ("SET SESSION AUTHORIZATION DEFAULT", None),
+            ("CREATE TABLE pg_temp.t (a int)", Some(TempTables)),
+            (
+                "create function pg_temp.f() returns int as 'select 1' language sql",
+                Some(TempTables),
+            ),
+            ("CREATE TABLE public.t (a int)", None),
             ("SET SESSION search_path = a", None),
             ("SELECT 1; LISTEN x", Some(Listen)),
             ("SELECT 'LISTEN x'", None),
@@ -434,9 +504,43 @@ mod tests {
             b"$1",
             b"\xff\xfe LISTEN",
             b"--",
+            b"SET",
+            b"SET SESSION",
+            b"RESET app.",
+            b"SELECT set_config('",
+            b"SELECT set_config(",
         ] {
             let _ = session_feature(sql);
             let _ = may_change_settings(sql);
+            let _ = custom_setting_names(sql);
+        }
+        // Every prefix of statements that exercise every branch (a cheap stand-in for fuzzing:
+        // truncated input is where lexers overrun).
+        let long = "SET SESSION app.x = 'v''q'; SELECT set_config('a.b', E'\\'', false), $t$ ; $t$ /* /* */ */ -- c\nDECLARE c CURSOR WITH HOLD FOR SELECT \"x\"; CREATE TEMP TABLE t (a int) ON COMMIT DROP";
+        for end in 0..=long.len() {
+            let sql = &long.as_bytes()[..end];
+            let _ = session_feature(sql);
+            let _ = may_change_settings(sql);
+            let _ = custom_setting_names(sql);
+        }
+    }
+
+    #[test]
+    fn finds_custom_setting_names() {
+        let cases: [(&str, &[&str]); 7] = [
+            ("SET app.tenant_id = '42'", &["app.tenant_id"]),
+            ("set session MyApp.User to 'x'", &["myapp.user"]),
+            ("RESET app.tenant_id", &["app.tenant_id"]),
+            ("SELECT set_config('app.role', 'r', false)", &["app.role"]),
+            (
+                "SELECT pg_catalog.set_config('search_path', 'a', false)",
+                &[],
+            ),
+            ("SET search_path = a", &[]),
+            ("SET LOCAL app.x = 1", &[]),
+        ];
+        for (sql, expected) in cases {
+            assert_eq!(custom_setting_names(sql.as_bytes()), expected, "{sql}");
         }
     }
 

@@ -150,7 +150,7 @@ const FEATURES: [(&str, &str); 6] = [
         "hold_cursors",
         "DECLARE c CURSOR WITH HOLD FOR SELECT generate_series(1, 3)",
     ),
-    ("session_authorization", "SET SESSION AUTHORIZATION DEFAULT"),
+    ("session_authorization", "SET SESSION AUTHORIZATION postgres"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,5 +632,53 @@ async fn reset_returns_to_the_startup_value_as_in_postgres() {
         );
         assert_eq!(setting(&client, "TimeZone").await, "Asia/Tokyo");
     }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_settings_follow_the_client_too() {
+    let Some(pg) = postgres("custom_settings_follow_the_client") else {
+        return;
+    };
+    let proxy = TestProxy::start(&pg, &["--pool-size", "2"]).await;
+    let client = proxy.connect(&pg).await;
+    let other = proxy.connect(&pg).await;
+    client
+        .batch_execute("SET app.tenant_id = '42'")
+        .await
+        .expect("SET custom");
+    client
+        .query_one("SELECT set_config('myapp.user', 'bob', false)", &[])
+        .await
+        .expect("set_config custom");
+    // A SET TRANSACTION characteristic must not be replayed (it is per transaction).
+    client
+        .batch_execute(
+            "BEGIN; SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE; SELECT 1; COMMIT",
+        )
+        .await
+        .expect("SET TRANSACTION");
+    for _ in 0..2 {
+        occupy(&other).await;
+        assert_eq!(setting(&client, "app.tenant_id").await, "42");
+        assert_eq!(setting(&client, "myapp.user").await, "bob");
+        release(&other).await;
+        let seen: Option<String> = other
+            .query_one("SELECT current_setting('app.tenant_id', true)", &[])
+            .await
+            .expect("other")
+            .get(0);
+        assert!(
+            seen.is_none() || seen.as_deref() == Some(""),
+            "{seen:?} leaked"
+        );
+    }
+    client
+        .batch_execute("RESET app.tenant_id")
+        .await
+        .expect("reset");
+    occupy(&other).await;
+    assert_eq!(setting(&client, "app.tenant_id").await, "");
+    release(&other).await;
     proxy.stop().await;
 }

@@ -321,8 +321,11 @@ impl Client<'_> {
         }
         if self.attached.is_none() && self.session.needs_origin(&message) {
             if pin_for.is_some() {
-                if !self.attach(&message).await? {
+                let attached = self.attach(&message).await;
+                if !matches!(attached, Ok(true)) {
+                    // No connection to pin (or the session ends): give the slot back.
                     self.ctx.pooling.unpin();
+                    attached?;
                     return Ok(());
                 }
             } else if self.session.can_defer(&message) {
