@@ -150,7 +150,10 @@ const FEATURES: [(&str, &str); 6] = [
         "hold_cursors",
         "DECLARE c CURSOR WITH HOLD FOR SELECT generate_series(1, 3)",
     ),
-    ("session_authorization", "SET SESSION AUTHORIZATION postgres"),
+    (
+        "session_authorization",
+        "SET SESSION AUTHORIZATION postgres",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
