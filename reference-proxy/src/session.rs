@@ -34,11 +34,9 @@ use std::sync::Arc;
 pub const RESET_QUERY: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
      SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;";
 
-/// [`RESET_QUERY`] plus `DEALLOCATE ALL`: for a connection coming back from a pinned session,
-/// which may have used SQL-level `PREPARE` (the proxy's own statements go too, and are
-/// forgotten).
-pub const FULL_RESET_QUERY: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
-     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES; DEALLOCATE ALL;";
+/// Appended to [`RESET_QUERY`] for a connection coming back from a pinned session, which may
+/// have used SQL-level `PREPARE` (the proxy's own statements go too, and are forgotten).
+pub const FULL_RESET_EXTRA: &str = " DEALLOCATE ALL;";
 
 /// Reads back the settings a session changed (`SET`, `set_config`, its startup options as the
 /// proxy applied them), so they follow the client to its next connection. `role` is not
@@ -517,7 +515,8 @@ impl Session {
         }
         let mut sql = String::new();
         if connection.needs_full_reset {
-            sql.push_str(FULL_RESET_QUERY);
+            sql.push_str(RESET_QUERY);
+            sql.push_str(FULL_RESET_EXTRA);
             connection.statements.clear();
             connection.needs_full_reset = false;
         } else if (connection.needs_reset || !connection.applied_settings.is_empty())
@@ -1214,11 +1213,6 @@ pub fn apply_settings_query(settings: &[(String, String)]) -> String {
         })
         .collect();
     format!(" SELECT {};", calls.join(", "))
-}
-
-/// Quotes an identifier for SQL (`"name"`, doubling embedded quotes).
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Quotes a literal for SQL (`'value'`, doubling embedded quotes; standard_conforming_strings

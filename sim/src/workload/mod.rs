@@ -141,6 +141,34 @@ pub fn now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
+/// A proxy connection as the clients open it.
+pub(crate) type ProxyConnection =
+    tokio_postgres::Connection<turmoil::net::TcpStream, tokio_postgres::tls::NoTlsStream>;
+
+/// Opens a tokio-postgres session to the proxy within `timeout`: the connect call's outcome,
+/// and the session when it succeeded.
+pub(crate) async fn connect_to_proxy(
+    config: tokio_postgres::Config,
+    host: &str,
+    timeout: Duration,
+) -> (Outcome, Option<(tokio_postgres::Client, ProxyConnection)>) {
+    let host = host.to_string();
+    let connecting = async move {
+        match turmoil::net::TcpStream::connect((host.as_str(), PROXY_PORT)).await {
+            Ok(stream) => config
+                .connect_raw(stream, NoTls)
+                .await
+                .map_err(|error| classify(&error)),
+            Err(_) => Err(Outcome::Closed),
+        }
+    };
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(connected)) => (Outcome::Ok(String::new()), Some(connected)),
+        Ok(Err(outcome)) => (outcome, None),
+        Err(_) => (Outcome::Timeout, None),
+    }
+}
+
 /// Runs one client until its workload time is over.
 pub async fn run(spec: ClientSpec, log: Log) -> turmoil::Result {
     let mut client = Client {
@@ -415,25 +443,9 @@ impl Client {
             .password(&self.spec.password)
             .dbname(&self.spec.database)
             .application_name(self.spec.application_name());
-        let host = self.spec.proxy_host.clone();
         let start = now();
-        let connecting = async move {
-            let stream = turmoil::net::TcpStream::connect((host.as_str(), PROXY_PORT)).await;
-            match stream {
-                Ok(stream) => config
-                    .connect_raw(stream, NoTls)
-                    .await
-                    .map_err(|error| classify(&error)),
-                Err(_) => Err(Outcome::Closed),
-            }
-        };
-        let result = tokio::time::timeout(self.spec.call_timeout, connecting)
-            .await
-            .unwrap_or(Err(Outcome::Timeout));
-        let (outcome, connected) = match result {
-            Ok(connected) => (Outcome::Ok(String::new()), Some(connected)),
-            Err(outcome) => (outcome, None),
-        };
+        let (outcome, connected) =
+            connect_to_proxy(config, &self.spec.proxy_host, self.spec.call_timeout).await;
         self.record_call("connect", start, outcome);
         let Some((client, connection)) = connected else {
             return false;

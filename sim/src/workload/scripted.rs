@@ -41,7 +41,7 @@
 //! abandoned, unknown when the answer that would tell was lost; an INSERT refused as a
 //! duplicate (23505) records nothing. So durability and atomicity cover script transfers too.
 
-use super::{CLOSE_GRACE, PROXY_PORT, RECONNECT_BACKOFF, TRANSFER_ID_STRIDE, classify, now};
+use super::{CLOSE_GRACE, RECONNECT_BACKOFF, TRANSFER_ID_STRIDE, classify, now};
 use crate::invariants::Invariant;
 use crate::trace::{CallRecord, Fate, Log, Observation, Outcome, TransferRecord};
 use std::collections::BTreeSet;
@@ -49,7 +49,6 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
 /// Where the scenario `scripted` finds its scripts.
 pub const SESSIONS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/sim/sessions");
@@ -395,24 +394,9 @@ impl ScriptClient {
             .password(&self.spec.password)
             .dbname(&self.spec.database)
             .application_name(application_name(&self.spec.script.name));
-        let host = self.spec.proxy_host.clone();
         let start = now();
-        let connecting = async move {
-            match turmoil::net::TcpStream::connect((host.as_str(), PROXY_PORT)).await {
-                Ok(stream) => config
-                    .connect_raw(stream, NoTls)
-                    .await
-                    .map_err(|error| classify(&error)),
-                Err(_) => Err(Outcome::Closed),
-            }
-        };
-        let result = tokio::time::timeout(self.spec.call_timeout, connecting)
-            .await
-            .unwrap_or(Err(Outcome::Timeout));
-        let (outcome, connected) = match result {
-            Ok(connected) => (Outcome::Ok(String::new()), Some(connected)),
-            Err(outcome) => (outcome, None),
-        };
+        let (outcome, connected) =
+            super::connect_to_proxy(config, &self.spec.proxy_host, self.spec.call_timeout).await;
         self.record("connect".into(), start, outcome);
         let Some((client, connection)) = connected else {
             return false;
